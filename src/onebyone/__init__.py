@@ -1,0 +1,16 @@
+"""onebyone: the 1x1 (pointwise) convolution, fast, explained, and put to work.
+
+The public API is the names in ``__all__``; everything else is internal.
+"""
+
+from .layers import Conv1x1, convert
+from .ops import conv1x1
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Conv1x1",
+    "__version__",
+    "conv1x1",
+    "convert",
+]
