@@ -1,0 +1,164 @@
+"""The machine's limits: GEMM peak and memory bandwidth, measured once and cached.
+
+A roofline needs two numbers: how fast the machine multiplies matrices (FLOP/s) and
+how fast it moves bytes to and from memory (bytes/s). Both are measured here with
+PyTorch itself, on the device that will run the work, and kept in a small JSON cache
+(``$XDG_CACHE_HOME/onebyone/machine.json``, or ``~/.cache/...``) keyed by the processor,
+the PyTorch version and the thread count, so that every tool in onebyone quotes the
+same figures without measuring again.
+
+Conventions: 1 multiply-add (MAC) = 2 FLOPs; bandwidth counts bytes read plus bytes
+written; GB and GFLOP are 10^9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = ["Peaks", "cache_path", "peaks", "roofline_seconds"]
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """Measured limits of one device."""
+
+    gemm_gflops: float  # float32 GEMM, GFLOP/s (1 MAC = 2 FLOPs), best square size tried
+    bandwidth_gbs: float  # large-buffer copy, GB/s counting bytes read + bytes written
+    device: str  # "cpu" or e.g. "cuda:0"
+    name: str  # processor or GPU name
+    threads: int  # torch.get_num_threads() when measured
+    torch_version: str
+    measured_at: str  # ISO time
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "onebyone" / "machine.json"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
+def _key(device: torch.device) -> str:
+    return f"{device}|{_device_name(device)}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(fn, device: torch.device, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    fn()  # warm up: first calls allocate and pick kernels
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _measure_gemm(device: torch.device, repeats: int) -> float:
+    sizes = (1024, 2048) if device.type == "cpu" else (4096, 8192)
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        c = torch.empty(n, n, device=device)
+        sec = _median_seconds(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), device, repeats)
+        best = max(best, 2 * n**3 / sec / 1e9)
+    return best
+
+
+def _measure_bandwidth(device: torch.device, repeats: int) -> float:
+    # large enough to defeat the caches: 64 Mi floats = 256 MiB per buffer
+    numel = 64 * 2**20
+    src = torch.ones(numel, device=device)
+    dst = torch.empty(numel, device=device)
+    sec = _median_seconds(lambda: dst.copy_(src), device, repeats)
+    return 2 * numel * src.element_size() / sec / 1e9
+
+
+def _read_cache() -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(data: dict[str, dict[str, object]]) -> None:
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".machine.", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs a re-measurement next time
+
+
+def peaks(device: str | torch.device = "cpu", *, refresh: bool = False, repeats: int = 5) -> Peaks:
+    """The GEMM peak and memory bandwidth of ``device``, from the cache or measured now (a few seconds).
+
+    Args:
+        device: where the work will run.
+        refresh: measure again even if a cached figure exists.
+        repeats: timed runs per measurement; the median is kept.
+    """
+    dev = torch.device(device)
+    key = _key(dev)
+    cache = _read_cache()
+    if not refresh and key in cache:
+        try:
+            return Peaks(**cache[key])  # type: ignore[arg-type]
+        except TypeError:
+            pass  # an older cache layout: measure again
+    with torch.no_grad():
+        result = Peaks(
+            gemm_gflops=round(_measure_gemm(dev, repeats), 2),
+            bandwidth_gbs=round(_measure_bandwidth(dev, repeats), 2),
+            device=str(dev),
+            name=_device_name(dev),
+            threads=torch.get_num_threads(),
+            torch_version=torch.__version__,
+            measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+    cache[key] = result.to_dict()
+    _write_cache(cache)
+    return result
+
+
+def roofline_seconds(flops: float, bytes_moved: float, limits: Peaks) -> float:
+    """The least time the work can take: compute-bound or memory-bound, whichever is slower."""
+    if flops < 0 or bytes_moved < 0:
+        raise ValueError(f"flops and bytes must be >= 0, got flops={flops}, bytes={bytes_moved}")
+    return max(flops / (limits.gemm_gflops * 1e9), bytes_moved / (limits.bandwidth_gbs * 1e9))
