@@ -350,6 +350,7 @@ def digit_view(
         outputs[d] = y
         digits[str(d)] = {
             "maps": _to_list(maps),
+            "unit_maps": _to_list(seed_digit_maps(d, 1.0, 1.0)),  # the strokes, a = b = 1: the page scales them
             "output": _to_list(y),
             "symbolic": [
                 [_symbol(float(ca), float(cb)) for ca, cb in zip(ra, rb, strict=True)]
@@ -1145,10 +1146,17 @@ def render_text(doc: dict[str, Any]) -> str:
 # ============================================================ 6b. files, written atomically
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it: never a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written page should read like any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
