@@ -1,0 +1,191 @@
+"""``onebyone tour``: everything onebyone does, on data that ships with it, in one folder.
+
+The tour runs four steps, each printing a short summary and adding a section to one
+HTML report (``index.html`` in the output folder):
+
+1. the seed's math view and digit 2/3 example, with where the seed's text disagrees
+   with the computation, and the interactive page;
+2. the dimensionality-reduction example (1 x 50 x 600 x 600 -> 20) timed here:
+   conv1x1 against F.conv2d, and the fraction of the machine's roofline;
+3. NiN and its no-1x1 ablation trained on the embedded digits, side by side;
+4. GoogLeNet's cost: the share of multiply-adds and parameters in 1x1 layers, and the
+   Inception 5x5 reduction example.
+
+The report is rewritten after every step, so an interrupted tour still leaves a
+readable report of what finished. A folder from an earlier tour is replaced; a folder
+holding anything else is refused rather than overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .machine import peaks, roofline_seconds
+from .ops import conv1x1
+from .report import Section, atomic_write_text, render_report
+
+__all__ = ["TourResult", "run_tour"]
+
+_MARKER = ".onebyone-tour"
+
+
+@dataclass
+class TourResult:
+    out: Path
+    report: Path
+    sections: list[Section] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class _Context:
+    out: Path
+    quick: bool
+    seed: int
+    log: TextIO
+
+
+# ------------------------------------------------------------------ the folder
+
+
+def _prepare(out: Path) -> None:
+    """Make ``out`` an empty folder of our own, replacing an earlier tour's folder."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / _MARKER).exists():
+            raise ValueError(
+                f"--out {out} is not empty and was not written by a tour; "
+                "choose another folder or remove it first"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text("written by onebyone tour; the next tour replaces this folder\n")
+
+
+# -------------------------------------------------------------------- step 2
+
+
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _step_reduction(ctx: _Context) -> Section:
+    c, h, w, k = 50, 600, 600, 20
+    repeats = 5 if ctx.quick else 15
+    gen = torch.Generator().manual_seed(ctx.seed)
+    x = torch.randn(1, c, h, w, generator=gen)
+    weight = torch.randn(k, c, 1, 1, generator=gen)
+    with torch.no_grad():
+        # interleave the two so that a busy moment of the machine hits both alike
+        ours, torchs = [], []
+        for _ in range(repeats):
+            ours.append(_median_ms(lambda: conv1x1(x, weight), 1))
+            torchs.append(_median_ms(lambda: F.conv2d(x, weight), 1))
+        diff = (conv1x1(x, weight) - F.conv2d(x, weight)).abs().max().item()
+    ms_ours, ms_torch = statistics.median(ours), statistics.median(torchs)
+    macs = k * c * h * w
+    bytes_moved = 4 * (c * h * w + k * h * w + k * c)
+    limits = peaks()
+    roof_ms = roofline_seconds(2 * macs, bytes_moved, limits) * 1e3
+    section = Section(
+        "2. Dimensionality reduction, timed here",
+        lines=[
+            f"1 x {c} x {h} x {w} -> {k} maps with {k} filters of {c} x 1 x 1, float32, batch 1, "
+            f"median of {repeats} interleaved runs.",
+            f"{macs / 1e6:.0f} M multiply-adds (1 MAC = 2 FLOPs, bias not counted); "
+            f"{bytes_moved / 1e6:.1f} MB moved at the least (input + output + weights).",
+            f"Machine: {limits.name}, {limits.threads} threads, GEMM peak {limits.gemm_gflops:.0f} GFLOP/s, "
+            f"memory {limits.bandwidth_gbs:.0f} GB/s: the roofline allows {roof_ms:.2f} ms.",
+            f"onebyone.conv1x1 is {ms_torch / ms_ours:.1f}x faster than F.conv2d here and reaches "
+            f"{100 * roof_ms / ms_ours:.0f}% of the roofline; largest difference between the two outputs "
+            f"{diff:.1e}.",
+        ],
+        table=[
+            ["implementation", "ms (median)", "GFLOP/s", "% of roofline"],
+            *[
+                [name, f"{ms:.2f}", f"{2 * macs / ms / 1e6:.1f}", f"{100 * roof_ms / ms:.0f}%"]
+                for name, ms in (("onebyone.conv1x1", ms_ours), ("torch F.conv2d", ms_torch))
+            ],
+        ],
+    )
+    metrics = {
+        "shape": [1, c, h, w, k],
+        "repeats": repeats,
+        "conv1x1_ms": ms_ours,
+        "conv2d_ms": ms_torch,
+        "roofline_ms": roof_ms,
+        "machine": limits.to_dict(),
+        "max_abs_difference": diff,
+    }
+    atomic_write_text(ctx.out / "metrics" / "reduction.json", json.dumps(metrics, indent=2))
+    section.links.append(("metrics/reduction.json", "timings (JSON)"))
+    return section
+
+
+# --------------------------------------------------------------------- driver
+
+
+_STEPS: list[tuple[str, Callable[[_Context], Section]]] = [
+    ("the reduction example timed", _step_reduction),
+]
+
+
+def _write_report(out: Path, sections: list[Section], note: str) -> Path:
+    path = out / "index.html"
+    subtitle = f"onebyone {__version__}: the 1x1 convolution, computed, timed, trained and costed on this machine"
+    atomic_write_text(path, render_report("The onebyone tour", subtitle, sections, note))
+    return path
+
+
+def run_tour(
+    out: str | Path = "onebyone-tour", *, quick: bool = False, seed: int = 0, log: TextIO | None = None
+) -> TourResult:
+    """Run every step, writing the report after each; Ctrl-C stops cleanly with a partial report."""
+    out = Path(out)
+    log = log or sys.stderr
+    _prepare(out)
+    ctx = _Context(out=out, quick=quick, seed=seed, log=log)
+    result = TourResult(out=out, report=out / "index.html")
+    start = time.perf_counter()
+    for i, (label, step) in enumerate(_STEPS, 1):
+        print(f"[{i}/{len(_STEPS)}] {label} ...", file=log, flush=True)
+        t0 = time.perf_counter()
+        try:
+            section = step(ctx)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            result.sections.append(Section(label, ["Interrupted before this step finished."], status="interrupted"))
+            break
+        section.lines.append(f"This step took {time.perf_counter() - t0:.1f} s.")
+        result.sections.append(section)
+        for line in section.lines:
+            print(f"    {line}", file=log)
+        _write_report(out, result.sections, "In progress.")
+    result.seconds = time.perf_counter() - start
+    note = (
+        f"Interrupted after {result.seconds:.0f} s; the sections above are what finished."
+        if result.interrupted
+        else f"Finished in {result.seconds:.0f} s{' (quick mode)' if quick else ''}."
+    )
+    _write_report(out, result.sections, note)
+    return result
