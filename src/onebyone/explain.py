@@ -350,7 +350,8 @@ def digit_view(
         outputs[d] = y
         digits[str(d)] = {
             "maps": _to_list(maps),
-            "unit_maps": _to_list(seed_digit_maps(d, 1.0, 1.0)),  # the strokes, a = b = 1: the page scales them
+            # the strokes alone (a = b = 1): the page scales them by the a and b the reader types
+            "unit_maps": _to_list(seed_digit_maps(d, 1.0, 1.0)),
             "output": _to_list(y),
             "symbolic": [
                 [_symbol(float(ca), float(cb)) for ca, cb in zip(ra, rb, strict=True)]
@@ -375,7 +376,8 @@ def digit_view(
             lw = torch.tensor(learned["weight"], dtype=torch.float64).reshape(1, 2, 1, 1)
             lb = torch.tensor([learned["bias"]], dtype=torch.float64)
             ly = conv1x1(torch.as_tensor(seed_digit_maps(d, a, b))[None], lw, lb)[0, 0]  # 5 x 3
-            score = float((ly * torch.tensor(learned["readout"])).sum()) + learned["readout_bias"]
+            readout = torch.tensor(learned["readout"], dtype=torch.float64)  # 5 x 3
+            score = float((ly * readout).sum()) + learned["readout_bias"]
             learned_outputs[str(d)] = {
                 "output": _to_list(ly),
                 "score": score,
@@ -1138,6 +1140,8 @@ def render_text(doc: dict[str, Any]) -> str:
             computed = {"pixel_where_claim_holds": computed["pixel_where_claim_holds"]}
         elif c["claim"].startswith("digits.output"):
             computed = {"matches_digit": computed["matches_digit"]}
+        elif c["claim"] == "math.T":
+            computed = {"cell": computed["cell"], "value": round(computed["value"], 10)}
         out.append(f"    computed: {json.dumps(computed)}")
         out.append(f"    {c['explanation']}")
     return "\n".join(out) + "\n"
