@@ -384,10 +384,10 @@ def digit_view(
                 "p_two": 1 / (1 + math.exp(-score)),
                 "reads_as": 2 if score > 0 else 3,
             }
-    readout = np.abs(np.array(learned["readout"]))
-    order = np.argsort(-readout, axis=None)[:3]
+    weights = np.array(learned["readout"])  # 5 x 3
+    order = np.argsort(-np.abs(weights), axis=None)[:3]
     learned["strongest_pixels"] = [
-        {"pixel": [int(k // 3), int(k % 3)], "weight": float(np.array(learned["readout"]).flat[k])}
+        {"pixel": [int(k // weights.shape[1]), int(k % weights.shape[1])], "weight": float(weights.flat[k])}
         for k in order
     ]
     learned["outputs"] = learned_outputs
@@ -1248,10 +1248,18 @@ def write_figures(doc: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[
 
     adv = doc["advanced"]
     fig = Figure(figsize=(14, 5.4), layout="constrained")
-    grid = fig.add_gridspec(2, 7)
+    grid = fig.add_gridspec(2, 7, width_ratios=[1, 1, 1, 1, 1, 1.5, 1])
     for c, mp in enumerate(adv["inputs"]["maps"]):
         _show(fig, fig.add_subplot(grid[c // 5, c % 5]), mp, f"input {c}", annotate=False)
-    _show(fig, fig.add_subplot(grid[:, 5]), adv["inputs"]["weight"], "1x1 kernels (4 x 10)", cmap="magma")
+    # drawn transposed, one column per filter: tall and narrow, it fits beside the maps
+    kernels = np.array(adv["inputs"]["weight"]).T  # 10 x 4
+    _show(
+        fig,
+        fig.add_subplot(grid[:, 5]),
+        kernels,
+        "1x1 kernels\n(rows: input maps,\ncolumns: filters)",
+        cmap="magma",
+    )
     sub = grid[:, 6].subgridspec(4, 1)
     for k, mp in enumerate(adv["output"]):
         _show(fig, fig.add_subplot(sub[k]), mp, f"output {k}", annotate=False, cmap="cividis")
@@ -1273,7 +1281,12 @@ def write_figures(doc: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     names = ["direct", "1x1 reduction"]
-    ax1.bar(names, [inc["direct"]["macs"] / 1e6, inc["reduced"]["macs"] / 1e6], color=["#b44", "#4a4"])
+    macs_bars = ax1.bar(
+        names, [inc["direct"]["macs"] / 1e6, inc["reduced"]["macs"] / 1e6], color=["#b44", "#4a4"]
+    )
+    ax1.bar_label(
+        macs_bars, labels=[_count(inc["direct"]["macs"]), _count(inc["reduced"]["macs"])], fontsize=8
+    )
     ax1.set_ylabel("million MACs")
     ax1.set_title(f"Inception 5x5 branch: {inc['macs_ratio']:.2f}x fewer MACs", fontsize=9)
     parts = {
@@ -1281,7 +1294,9 @@ def write_figures(doc: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[
         "output": red["bytes"]["output"],
         "weights": red["bytes"]["weights"],
     }
-    ax2.bar(list(parts), [v / 1e6 for v in parts.values()], color="#468")
+    bars = ax2.bar(list(parts), [v / 1e6 for v in parts.values()], color="#468")
+    # the weights are too small to see as a bar: every bar carries its number
+    ax2.bar_label(bars, labels=[_bytes(v).split(" (")[0] for v in parts.values()], fontsize=8)
     ax2.set_ylabel("MB (float32)")
     ax2.set_title(f"{red['title']}: memory", fontsize=9)
     fig.suptitle("Cost of the 1x1 reductions")
