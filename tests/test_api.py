@@ -4,9 +4,12 @@ import onebyone
 
 PUBLIC = [
     "Conv1x1",
+    "CostReport",
     "__version__",
+    "bottleneck_cost",
     "conv1x1",
     "convert",
+    "cost",
 ]
 
 

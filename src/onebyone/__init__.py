@@ -3,6 +3,7 @@
 The public API is the names in ``__all__``; everything else is internal.
 """
 
+from .cost import CostReport, bottleneck_cost, cost
 from .layers import Conv1x1, convert
 from .ops import conv1x1
 
@@ -10,7 +11,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Conv1x1",
+    "CostReport",
     "__version__",
+    "bottleneck_cost",
     "conv1x1",
     "convert",
+    "cost",
 ]
