@@ -75,7 +75,9 @@ def _section_html(s: Section) -> str:
     parts += [f"<p>{html.escape(line)}</p>" for line in s.lines]
     if s.table:
         head, *rows = s.table
-        parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr></thead>")
+        parts.append(
+            "<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr></thead>"
+        )
         parts.append("<tbody>")
         for row in rows:
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
@@ -89,7 +91,8 @@ def _section_html(s: Section) -> str:
     if s.links:
         parts.append('<ul class="links">')
         parts += [
-            f'<li><a href="{html.escape(path, quote=True)}">{html.escape(label)}</a></li>' for path, label in s.links
+            f'<li><a href="{html.escape(path, quote=True)}">{html.escape(label)}</a></li>'
+            for path, label in s.links
         ]
         parts.append("</ul>")
     parts.append("</section>")
