@@ -41,6 +41,9 @@ class Section:
     table: list[list[str]] = field(default_factory=list)  # first row is the header
     figures: list[tuple[str, str]] = field(default_factory=list)  # (relative path, caption)
     links: list[tuple[str, str]] = field(default_factory=list)  # (relative path, label)
+    notes: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (term, explanation), e.g. a quote and its check
     status: str = "done"  # "done", "failed", "interrupted", "skipped"
 
 
@@ -65,6 +68,7 @@ figure { display: inline-block; margin: 8px 12px 8px 0; vertical-align: top; max
 figure img { max-width: 100%; border: 1px solid #e4e7eb; }
 figcaption { font-size: 13px; color: #555; }
 ul.links { padding-left: 18px; }
+dt { font-style: italic; margin-top: 10px; } dd { margin: 2px 0 0 18px; color: #333; }
 footer { color: #667; font-size: 13px; }
 """
 
@@ -82,6 +86,11 @@ def _section_html(s: Section) -> str:
         for row in rows:
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
         parts.append("</tbody></table>")
+    if s.notes:
+        parts.append("<dl>")
+        for term, text in s.notes:
+            parts.append(f"<dt>{html.escape(term)}</dt><dd>{html.escape(text)}</dd>")
+        parts.append("</dl>")
     for path, caption in s.figures:
         src = html.escape(path, quote=True)
         parts.append(
