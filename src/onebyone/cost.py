@@ -511,6 +511,8 @@ class _Tracer(TorchFunctionMode):
         self.known_depth = 0  # > 0 while inside a known module: its insides are not looked at
         self.starts: list[float] = []
         self.busy = False  # our own tensor calls inside hooks are not the model's
+        # views of weights (w.t(), w.view(...)) made during the pass, kept alive so ids stay unique
+        self.aliases: dict[int, tuple[Tensor, Tensor]] = {}
         self.handles: list[Any] = []
         for name, m in model.named_modules():
             self.names[id(m)] = name
@@ -528,6 +530,7 @@ class _Tracer(TorchFunctionMode):
         self.owners.clear()
         self.known_depth = 0
         self.starts.clear()
+        self.aliases.clear()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -588,8 +591,15 @@ class _Tracer(TorchFunctionMode):
         if self.busy or self.known_depth > 0:
             return func(*args, **kwargs)
         base = _base_name(func)
-        if base in _VIEW_FUNCS or base in _CREATION_FUNCS:
+        if base in _CREATION_FUNCS:
             return func(*args, **kwargs)
+        if base in _VIEW_FUNCS:
+            out = func(*args, **kwargs)
+            weight = next((w for w in map(self._weight, _tensors((args, kwargs))) if w is not None), None)
+            if weight is not None:
+                for t in _tensors(out):
+                    self.aliases[id(t)] = (t, weight)
+            return out
         timing = self.mode == "time"
         if timing:
             self._sync()
@@ -608,9 +618,14 @@ class _Tracer(TorchFunctionMode):
         if timing:
             self.times.setdefault(name, []).append(seconds)
             return out
-        all_in = list(_tensors((args, kwargs)))
-        inputs = [t for t in all_in if id(t) not in self.weight_ids]
-        weights = [t for t in all_in if id(t) in self.weight_ids]
+        inputs: list[Tensor] = []
+        weights: list[Tensor] = []
+        for t in _tensors((args, kwargs)):
+            w = self._weight(t)
+            if w is None:
+                inputs.append(t)
+            elif all(w is not seen for seen in weights):
+                weights.append(w)
         count = _count_function(base, args, kwargs, inputs, outputs[0])
         if count is None:
             self.not_counted[name] += 1
@@ -620,6 +635,13 @@ class _Tracer(TorchFunctionMode):
             bias = _arg(args, kwargs, 2, "bias")
         self._record(name, base, count, inputs, weights, outputs, bias)
         return out
+
+    def _weight(self, t: Tensor) -> Tensor | None:
+        """The parameter or buffer ``t`` is, or is a view of; None for an activation."""
+        if id(t) in self.weight_ids:
+            return t
+        alias = self.aliases.get(id(t))
+        return alias[1] if alias is not None and alias[0] is t else None
 
     # ---- one row
 

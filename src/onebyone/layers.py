@@ -61,8 +61,10 @@ class Conv1x1(nn.Module):
         self.activation = activation
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, 1, 1, **factory))
-        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        if not bias:
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
+        else:
+            # registered as None (not a plain attribute) so state_dict and nn.Conv2d agree
             self.register_parameter("bias", None)
         self.reset_parameters()
 
