@@ -271,7 +271,12 @@ def _tour_run(args: argparse.Namespace) -> int:
 
 
 _COMMANDS.append(
-    ("tour", "run everything onebyone does on the embedded data and write one HTML report", _tour_parser, _tour_run)
+    (
+        "tour",
+        "run everything onebyone does on the embedded data and write one HTML report",
+        _tour_parser,
+        _tour_run,
+    )
 )
 
 
