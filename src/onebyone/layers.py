@@ -59,10 +59,11 @@ class Conv1x1(nn.Module):
         self.stride = stride
         self.groups = groups
         self.activation = activation
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, 1, 1, **factory))
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, 1, 1, device=device, dtype=dtype)
+        )
         if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
+            self.bias = nn.Parameter(torch.empty(out_channels, device=device, dtype=dtype))
         else:
             # registered as None (not a plain attribute) so state_dict and nn.Conv2d agree
             self.register_parameter("bias", None)

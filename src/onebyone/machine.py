@@ -19,6 +19,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn, device: torch.device, repeats: int) -> float:  # type: ignore[no-untyped-def]
+def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     fn()  # warm up: first calls allocate and pick kernels
     _sync(device)
     times = []

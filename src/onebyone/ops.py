@@ -215,7 +215,7 @@ def _grad_weight(grad: Tensor, x: Tensor, groups: int) -> Tensor:
 
 class _Conv1x1Function(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: Tensor,
         w: Tensor,
@@ -235,7 +235,7 @@ class _Conv1x1Function(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         xs, w, y = ctx.saved_tensors
         in_shape, stride, groups, activation, has_bias, channels_last = ctx.conf
         fmt = torch.channels_last if _is_channels_last(xs) else torch.contiguous_format
