@@ -13,6 +13,7 @@ written; GB and GFLOP are 10^9.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -91,7 +92,7 @@ def _measure_gemm(device: torch.device, repeats: int) -> float:
         a = torch.randn(n, n, device=device)
         b = torch.randn(n, n, device=device)
         c = torch.empty(n, n, device=device)
-        sec = _median_seconds(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), device, repeats)
+        sec = _median_seconds(functools.partial(torch.mm, a, b, out=c), device, repeats)
         best = max(best, 2 * n**3 / sec / 1e9)
     return best
 
