@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -403,3 +404,141 @@ def test_load_model_from_file_and_module(tmp_path):
         load_model("no_such_package.models:make")
     with pytest.raises(ValueError, match="unknown model"):
         load_model("no-such-model")
+
+
+# ------------------------------------------------------- GoogLeNet, the paper's Table 1
+
+# Szegedy et al., "Going deeper with convolutions" (2014), Table 1, as published: for each row, the
+# widths (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), "params" in K (1K = 1024
+# weights: the linear layer's 1024 x 1000 weights are its "1000K") and "ops" in millions of
+# multiply-adds (1M = 10^6). This table is the oracle; nothing in it is computed.
+PAPER_TABLE_1 = {
+    # row:          (in,  widths,                        output,         params_K, ops_M)
+    "conv1":        (3,   None,                          (64, 112, 112), 2.7,  34),
+    "conv2":        (64,  (0, 64, 192, 0, 0, 0),         (192, 56, 56),  112,  360),
+    "inception3a":  (192, (64, 96, 128, 16, 32, 32),     (256, 28, 28),  159,  128),
+    "inception3b":  (256, (128, 128, 192, 32, 96, 64),   (480, 28, 28),  380,  304),
+    "inception4a":  (480, (192, 96, 208, 16, 48, 64),    (512, 14, 14),  364,  73),
+    "inception4b":  (512, (160, 112, 224, 24, 64, 64),   (512, 14, 14),  437,  88),
+    "inception4c":  (512, (128, 128, 256, 24, 64, 64),   (512, 14, 14),  463,  100),
+    "inception4d":  (512, (112, 144, 288, 32, 64, 64),   (528, 14, 14),  580,  119),
+    "inception4e":  (528, (256, 160, 320, 32, 128, 128), (832, 14, 14),  840,  170),
+    "inception5a":  (832, (256, 160, 320, 32, 128, 128), (832, 7, 7),    1072, 54),
+    "inception5b":  (832, (384, 192, 384, 48, 128, 128), (1024, 7, 7),   1388, 71),
+    "fc":           (1024, None,                         (1000,),        1000, 1),
+}
+
+# Rows where the published figure cannot be had from the paper's own layer widths, whatever the
+# rounding: the widths above give the counts in PAPER_BY_HAND (checked exactly below), and these
+# published figures differ from them by more than one unit. The reproduction holds for every
+# other figure of the table.
+PAPER_ERRATA = {
+    ("conv1", "params"): "7x7x3x64 = 9,408 weights = 9.2K, not 2.7K",
+    ("conv1", "ops"): "9,408 x 112 x 112 = 118M, not 34M (34M / 12,544 positions = 2.7K: ops follow params)",
+    ("inception4a", "params"): "375,552 weights = 366.8K, not 364K",
+    ("inception4c", "params"): "509,440 weights = 497.5K, not 463K (the published 100M ops imply 498K)",
+    ("inception4d", "params"): "604,672 weights = 590.5K, not 580K (the published 119M ops imply 593K)",
+    ("inception4e", "params"): "867,328 weights = 847.0K, not 840K (the published 170M ops imply 847K)",
+    ("inception5a", "params"): "1,042,432 weights = 1018K, not 1072K (5a as 4e on 832 maps)",
+    ("inception5a", "ops"): "1,042,432 x 49 = 51.1M, not 54M (1072K x 49 = 53.8M: the ops follow the params)",
+    ("inception5b", "params"): "1,442,816 weights = 1409K, not 1388K (the published 71M ops imply 1415K)",
+}
+
+
+def _paper_by_hand(row: str) -> tuple[int, int]:
+    """Weights and multiply-adds of one row, by hand from the paper's widths (no bias)."""
+    c, widths, out, _, _ = PAPER_TABLE_1[row]
+    hw = math.prod(out[1:])
+    if row == "conv1":
+        weights = 7 * 7 * c * 64
+    elif row == "fc":
+        weights = c * 1000
+    else:
+        n1, r3, n3, r5, n5, proj = widths
+        weights = c * n1 + c * r3 + 9 * r3 * n3 + c * r5 + 25 * r5 * n5 + c * proj
+        if row == "conv2":
+            weights = c * r3 + 9 * r3 * n3
+    return weights, weights * hw
+
+
+class _Inception(nn.Module):
+    """Table 1's inception row, literally: four branches concatenated."""
+
+    def __init__(self, c: int, n1: int, r3: int, n3: int, r5: int, n5: int, proj: int) -> None:
+        super().__init__()
+        self.branch1 = nn.Sequential(nn.Conv2d(c, n1, 1), nn.ReLU())
+        self.branch2 = nn.Sequential(nn.Conv2d(c, r3, 1), nn.ReLU(), nn.Conv2d(r3, n3, 3, padding=1),
+                                     nn.ReLU())
+        self.branch3 = nn.Sequential(nn.Conv2d(c, r5, 1), nn.ReLU(), nn.Conv2d(r5, n5, 5, padding=2),
+                                     nn.ReLU())
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(c, proj, 1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class _PaperGoogLeNet(nn.Module):
+    """GoogLeNet built from Table 1's rows alone (no auxiliary heads, no LRN)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True))
+        self.conv2 = nn.Sequential(nn.Conv2d(64, 64, 1), nn.ReLU(), nn.Conv2d(64, 192, 3, padding=1),
+                                   nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True))
+        rows = [r for r in PAPER_TABLE_1 if r.startswith("inception")]
+        for row in rows:
+            c, widths, _, _, _ = PAPER_TABLE_1[row]
+            setattr(self, row, _Inception(c, *widths))
+        self.pool4 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool5 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.4))
+        self.fc = nn.Linear(1024, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inception3b(self.inception3a(self.conv2(self.conv1(x))))  # N x 480 x 28 x 28
+        x = self.pool4(x)  # N x 480 x 14 x 14
+        for row in ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"):
+            x = getattr(self, row)(x)
+        x = self.pool5(x)  # N x 832 x 7 x 7
+        x = self.inception5b(self.inception5a(x))  # N x 1024 x 7 x 7
+        return self.fc(self.head(x))  # N x 1000
+
+
+def _rows_of(report: CostReport) -> dict[str, tuple[int, int, list[int]]]:
+    """Per Table 1 row: weights and MACs of its convolutions / linear layer, and the row's output shape.
+
+    A row is the first part of the layer names; its output is that of its last convolution,
+    linear layer or concatenation (the pools that follow are rows of their own in the paper).
+    """
+    out: dict[str, tuple[int, int, list[int]]] = {}
+    for layer in report.layers:
+        if layer.kind not in ("conv", "conv1x1", "linear", "concat"):
+            continue
+        row = layer.name.split(".")[0]
+        w, m, _ = out.get(row, (0, 0, []))
+        out[row] = (w + layer.unique_params, m + layer.macs, layer.output_shape[1:])
+    return out
+
+
+def _check_against_table_1(report: CostReport) -> None:
+    rows = _rows_of(report)
+    assert list(rows) == list(PAPER_TABLE_1)
+    for row, (_, _, out, params_k, ops_m) in PAPER_TABLE_1.items():
+        weights, macs, shape = rows[row]
+        assert tuple(shape) == out, row
+        assert (weights, macs) == _paper_by_hand(row), row
+        ours = {"params": weights / 1024, "ops": macs / 1e6}
+        for column, published in (("params", params_k), ("ops", ops_m)):
+            close = abs(ours[column] - published) <= 1.0  # within one unit of the last digit printed
+            if (row, column) in PAPER_ERRATA:
+                assert not close, f"{row} {column}: now agrees with the paper; drop it from PAPER_ERRATA"
+            else:
+                assert close, f"{row} {column}: ours {ours[column]:.2f}, paper {published}"
+
+
+def test_googlenet_paper_table_1():
+    report = run(_PaperGoogLeNet(), (3, 224, 224), count_bias=False)
+    _check_against_table_1(report)
+    assert report.not_counted == {}
+    total = report.macs / 1e9
+    assert 1.5 < total < 1.6  # the paper's budget "1.5 billion multiply-adds at inference"
