@@ -112,8 +112,18 @@ def _check(
 
 
 def _is_channels_last(x: Tensor) -> bool:
-    """True when x's channels are innermost in memory and NCHW-contiguity does not also hold."""
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    """True when x is laid out channels_last (NHWC in memory).
+
+    A tensor with size-1 dimensions can be contiguous in both formats at once (1 x 1 x 1 x 2,
+    say); then its strides say which format made it, as PyTorch's own suggest_memory_format
+    decides, so that the output comes back in the format the caller asked for.
+    """
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    if not x.is_contiguous():
+        return True
+    _, c, h, w = x.shape
+    return x.stride() == (h * w * c, 1, w * c, c) and x.stride() != (c * h * w, h * w, w, 1)
 
 
 def _activate_(y: Tensor, activation: str | None) -> Tensor:
@@ -150,7 +160,10 @@ def _forward_nchw(x: Tensor, w: Tensor, bias: Tensor | None, groups: int) -> Ten
             else:
                 og[0].copy_(torch.addmm(bg[:, None], wg, xg[0]))
             continue
-        res = torch.matmul(wg, xg) if bg is None else torch.baddbmm(bg[None, :, None], wg.expand(n, -1, -1), xg)
+        if bg is None:
+            res = torch.matmul(wg, xg)
+        else:
+            res = torch.baddbmm(bg[None, :, None], wg.expand(n, -1, -1), xg)
         og.copy_(res)
     return out
 
@@ -177,24 +190,26 @@ def _forward_nhwc(x: Tensor, w: Tensor, bias: Tensor | None, groups: int) -> Ten
     return out
 
 
-def _forward(x: Tensor, w: Tensor, bias: Tensor | None, groups: int, activation: str | None) -> Tensor:
-    y = _forward_nhwc(x, w, bias, groups) if _is_channels_last(x) else _forward_nchw(x, w, bias, groups)
+def _forward(
+    x: Tensor, w: Tensor, bias: Tensor | None, groups: int, activation: str | None, channels_last: bool
+) -> Tensor:
+    y = _forward_nhwc(x, w, bias, groups) if channels_last else _forward_nchw(x, w, bias, groups)
     return _activate_(y, activation)
 
 
-def _grad_input(grad: Tensor, w: Tensor, groups: int) -> Tensor:
+def _grad_input(grad: Tensor, w: Tensor, groups: int, channels_last: bool) -> Tensor:
     """W^T applied at every pixel: a 1x1 convolution with the transposed filters."""
     k, cg = w.shape
     kg = k // groups
     wt = w.reshape(groups, kg, cg).transpose(1, 2).reshape(groups * cg, kg)
-    return _forward(grad, wt, None, groups, None)
+    return _forward(grad, wt, None, groups, None, channels_last)
 
 
-def _grad_weight(grad: Tensor, x: Tensor, groups: int) -> Tensor:
+def _grad_weight(grad: Tensor, x: Tensor, groups: int, channels_last: bool) -> Tensor:
     n, k, h, wd = grad.shape
     c = x.shape[1]
     g = groups
-    if _is_channels_last(grad) and _is_channels_last(x):
+    if channels_last:
         gm = grad.permute(0, 2, 3, 1).reshape(n * h * wd, k)
         xm = x.permute(0, 2, 3, 1).reshape(n * h * wd, c)
         if g == 1:
@@ -224,25 +239,26 @@ class _Conv1x1Function(torch.autograd.Function):
         groups: int,
         activation: str | None,
     ) -> Tensor:
+        channels_last = _is_channels_last(x)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         xs = x if stride == (1, 1) else x[:, :, :: stride[0], :: stride[1]]
-        if not (xs.is_contiguous() or xs.is_contiguous(memory_format=torch.channels_last)):
+        if not xs.is_contiguous(memory_format=fmt):
             # a strided view (or an unusual input) is packed once, in the input's own layout
-            fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
             xs = xs.contiguous(memory_format=fmt)
-        y = _forward(xs, w, bias, groups, activation)
+        y = _forward(xs, w, bias, groups, activation, channels_last)
         ctx.save_for_backward(xs, w, y if activation is not None else None)
-        ctx.conf = (tuple(x.shape), stride, groups, activation, bias is not None, _is_channels_last(x))
+        ctx.conf = (tuple(x.shape), stride, groups, activation, bias is not None, channels_last)
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         xs, w, y = ctx.saved_tensors
         in_shape, stride, groups, activation, has_bias, channels_last = ctx.conf
-        fmt = torch.channels_last if _is_channels_last(xs) else torch.contiguous_format
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         grad = _activation_grad(grad, y, activation).contiguous(memory_format=fmt)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gxs = _grad_input(grad, w, groups)
+            gxs = _grad_input(grad, w, groups, channels_last)
             if stride == (1, 1):
                 gx = gxs
             else:
@@ -251,7 +267,7 @@ class _Conv1x1Function(torch.autograd.Function):
                     gx = gx.contiguous(memory_format=torch.channels_last)
                 gx[:, :, :: stride[0], :: stride[1]] = gxs
         if ctx.needs_input_grad[1]:
-            gw = _grad_weight(grad, xs, groups)
+            gw = _grad_weight(grad, xs, groups, channels_last)
         if has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum(dim=(0, 2, 3))
         return gx, gw, gb, None, None, None

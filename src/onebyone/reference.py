@@ -53,17 +53,24 @@ def conv1x1_reference(
         stride: keep every ``stride``-th row and column (an int or a (row, col) pair).
         groups: split the channels into this many groups; filter k sees only the
            channels of group ``k // (K / groups)``.
-        activation: ``None`` or ``"relu"``, applied to every output value.
+        activation: ``None``, ``"relu"`` (max(0, v)) or ``"relu6"`` (min(max(0, v), 6)),
+           applied to every output value.
 
     Returns:
         K x H' x W' (or N x K x H' x W') float64 array, H' = ceil(H / stride).
     """
+    if activation not in (None, "relu", "relu6"):
+        raise ValueError(f"activation must be None, 'relu' or 'relu6' in the reference, got {activation!r}")
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     if w.ndim == 4:
         w = w[:, :, 0, 0]
     if w.ndim == 1:
         w = w[None, :]
+    if x.ndim not in (3, 4) or w.ndim != 2:
+        raise ValueError(
+            f"expected x as C x H x W or N x C x H x W and w as K x C, got {x.shape} and {w.shape}"
+        )
     batched = x.ndim == 4
     if not batched:
         x = x[None]
@@ -72,7 +79,11 @@ def conv1x1_reference(
     if c % groups or k % groups or w.shape[1] != c // groups:
         raise ValueError(f"x has {c} channels, w is {w.shape}, groups={groups}: shapes do not agree")
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    if sh < 1 or sw < 1:
+        raise ValueError(f"stride must be >= 1, got {stride!r}")
     bias = np.zeros(k) if b is None else np.asarray(b, dtype=np.float64)
+    if bias.shape != (k,):
+        raise ValueError(f"b must hold {k} values, one per filter, got shape {bias.shape}")
     cg, kg = c // groups, k // groups
     rows = range(0, h, sh)
     cols = range(0, wd, sw)
@@ -88,6 +99,6 @@ def conv1x1_reference(
                     out[s, kk, oi, oj] = total
     if activation == "relu":
         out = np.maximum(out, 0.0)
-    elif activation is not None:
-        raise ValueError(f"activation must be None or 'relu' in the reference, got {activation!r}")
+    elif activation == "relu6":
+        out = np.minimum(np.maximum(out, 0.0), 6.0)
     return out if batched else out[0]

@@ -1,0 +1,379 @@
+"""conv1x1 against F.conv2d and the float64 definition: values, gradients, layouts, and every bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onebyone import conv1x1
+from onebyone.ops import ACTIVATIONS
+from onebyone.reference import conv1x1_reference
+
+# absolute / relative tolerance per dtype, for sums of at most a few dozen products of values ~1
+TOL = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (1e-4, 1e-4),
+    torch.bfloat16: (6e-2, 3e-2),
+}
+
+LAYOUTS = ("nchw", "channels_last")
+
+
+def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t.contiguous()
+
+
+def _stride_pair(stride: int | tuple[int, int]) -> tuple[int, int]:
+    return (stride, stride) if isinstance(stride, int) else stride
+
+
+def _expected(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    stride: int | tuple[int, int],
+    groups: int,
+    activation: str | None,
+) -> torch.Tensor:
+    """What conv1x1 must compute, said with torch's own conv and activations (in float64)."""
+    y = F.conv2d(x.double(), w.double(), None if b is None else b.double(), stride=stride, groups=groups)
+    if activation == "relu":
+        y = F.relu(y)
+    elif activation == "relu6":
+        y = F.relu6(y)
+    return y
+
+
+def _random_case(
+    n: int, cg: int, kg: int, groups: int, h: int, w: int, dtype: torch.dtype, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, cg * groups, h, w, generator=gen, dtype=torch.float64).to(dtype)
+    weight = torch.randn(kg * groups, cg, 1, 1, generator=gen, dtype=torch.float64).to(dtype)
+    bias = torch.randn(kg * groups, generator=gen, dtype=torch.float64).to(dtype)
+    return x, weight, bias
+
+
+strides = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)))
+
+
+# ----------------------------------------------------------------------------- values
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    cg=st.integers(1, 5),
+    kg=st.integers(1, 5),
+    groups=st.integers(1, 3),
+    h=st.integers(1, 7),
+    w=st.integers(1, 7),
+    stride=strides,
+    layout=st.sampled_from(LAYOUTS),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
+    with_bias=st.booleans(),
+    activation=st.sampled_from([None, *ACTIVATIONS]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_conv2d(n, cg, kg, groups, h, w, stride, layout, dtype, with_bias, activation, seed):
+    x, weight, bias = _random_case(n, cg, kg, groups, h, w, dtype, seed)
+    x = _layout(x, layout)
+    b = bias if with_bias else None
+    y = conv1x1(x, weight, b, stride=stride, groups=groups, activation=activation)
+    expected = _expected(x, weight, b, stride, groups, activation)
+    assert y.dtype == dtype
+    assert y.shape == expected.shape
+    # the output's memory format is the input's, as F.conv2d's is; where size-1 dimensions make the
+    # output contiguous in both formats, either will do
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        if expected.is_contiguous(memory_format=fmt):
+            break
+    ambiguous = expected.is_contiguous() and expected.is_contiguous(memory_format=torch.channels_last)
+    assert ambiguous or y.is_contiguous(memory_format=fmt)
+    if layout == "channels_last" and not x.is_contiguous():
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(y.double(), expected, atol=atol, rtol=rtol)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 2),
+    cg=st.integers(1, 4),
+    kg=st.integers(1, 4),
+    groups=st.integers(1, 3),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    stride=strides,
+    layout=st.sampled_from(LAYOUTS),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
+    with_bias=st.booleans(),
+    activation=st.sampled_from([None, "relu", "relu6"]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_the_definition(n, cg, kg, groups, h, w, stride, layout, dtype, with_bias, activation, seed):
+    x, weight, bias = _random_case(n, cg, kg, groups, h, w, dtype, seed)
+    b = bias if with_bias else None
+    y = conv1x1(_layout(x, layout), weight, b, stride=stride, groups=groups, activation=activation)
+    ref = conv1x1_reference(
+        x.double().numpy(),
+        weight.double().numpy(),
+        None if b is None else b.double().numpy(),
+        stride=stride,
+        groups=groups,
+        activation=activation,
+    )
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(y.double(), torch.from_numpy(ref), atol=atol, rtol=rtol)
+
+
+def test_the_seeds_worked_example():
+    # the seed's 3 x 6 x 6 maps are not all printed; its two spelled-out cells are, and their inputs
+    x = torch.zeros(1, 3, 2, 1, dtype=torch.float64)
+    x[0, :, 0, 0] = torch.tensor([1.0, 3.0, 1.0])
+    x[0, :, 1, 0] = torch.tensor([4.0, 3.0, 3.0])
+    w = torch.tensor([[0.1, 0.2, 0.4]], dtype=torch.float64)
+    y = conv1x1(x, w)
+    torch.testing.assert_close(y[0, 0, :, 0], torch.tensor([1.1, 2.2], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_larger_shapes_match_conv2d(layout):
+    # big enough that every BLAS path (blocked, batched, NumPy) is taken
+    for n, c, k, h, w, groups, stride in [
+        (1, 50, 20, 60, 60, 1, 1),
+        (3, 64, 32, 17, 13, 1, 1),
+        (2, 64, 128, 14, 14, 2, 2),
+        (1, 96, 24, 40, 40, 3, (2, 1)),
+        (4, 256, 64, 7, 7, 1, 1),
+    ]:
+        x, weight, bias = _random_case(n, c // groups, k // groups, groups, h, w, torch.float32, n * c + h)
+        x = _layout(x, layout)
+        for b in (None, bias):
+            for act in (None, "relu"):
+                y = conv1x1(x, weight, b, stride=stride, groups=groups, activation=act)
+                torch.testing.assert_close(
+                    y.double(), _expected(x, weight, b, stride, groups, act), atol=2e-4, rtol=1e-4
+                )
+
+
+def test_weight_as_a_matrix_is_the_same_op():
+    x, weight, bias = _random_case(2, 6, 4, 1, 5, 5, torch.float64, 0)
+    torch.testing.assert_close(conv1x1(x, weight, bias), conv1x1(x, weight[:, :, 0, 0], bias))
+
+
+def test_non_contiguous_input_is_accepted():
+    x, weight, bias = _random_case(2, 4, 3, 1, 8, 9, torch.float64, 1)
+    sliced = x[:, :, 1:7, ::2]  # neither NCHW- nor channels_last-contiguous
+    assert not sliced.is_contiguous() and not sliced.is_contiguous(memory_format=torch.channels_last)
+    y = conv1x1(sliced, weight, bias, stride=(1, 2))
+    torch.testing.assert_close(y, _expected(sliced, weight, bias, (1, 2), 1, None))
+
+
+def test_input_is_left_untouched():
+    x, weight, bias = _random_case(2, 4, 3, 1, 5, 5, torch.float32, 2)
+    before = (x.clone(), weight.clone(), bias.clone())
+    conv1x1(x, weight, bias, activation="relu")
+    for after, saved in zip((x, weight, bias), before, strict=True):
+        assert torch.equal(after, saved)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 2), (2, 1, 3, 3), (1, 3, 1, 1), (2, 1, 1, 1)])
+def test_ambiguous_layouts_follow_the_strides(shape):
+    # each of these is contiguous in both formats; the strides say channels_last
+    x = torch.empty(shape, memory_format=torch.channels_last).normal_()
+    w = torch.randn(2, shape[1], 1, 1)
+    assert conv1x1(x, w).stride() == F.conv2d(x, w).stride()
+    assert conv1x1(x.contiguous(), w).stride() == F.conv2d(x.contiguous(), w).stride()
+
+
+def test_empty_batch():
+    x = torch.randn(0, 4, 3, 3)
+    w = torch.randn(5, 4, 1, 1)
+    assert conv1x1(x, w).shape == (0, 5, 3, 3)
+
+
+def test_float16_forward_matches_conv2d_in_float32():
+    x, weight, bias = _random_case(2, 8, 4, 1, 5, 5, torch.float16, 3)
+    y = conv1x1(x, weight, bias)
+    assert y.dtype == torch.float16
+    expected = _expected(x, weight, bias, 1, 1, None).float()
+    torch.testing.assert_close(y.float(), expected, atol=2e-2, rtol=1e-2)
+
+
+# -------------------------------------------------------------------------- gradients
+
+
+GRAD_CASES = [
+    # layout, stride, groups, activation, bias
+    ("nchw", 1, 1, None, True),
+    ("nchw", 1, 1, None, False),
+    ("channels_last", 1, 1, None, True),
+    ("channels_last", 1, 1, None, False),
+    ("nchw", 2, 1, "relu", True),
+    ("channels_last", (2, 1), 1, "relu", True),
+    ("nchw", 1, 2, None, True),
+    ("channels_last", 1, 3, "relu6", False),
+    ("nchw", (1, 3), 3, "relu6", True),
+    ("channels_last", 2, 2, None, True),
+]
+
+
+@pytest.mark.parametrize(("layout", "stride", "groups", "activation", "with_bias"), GRAD_CASES)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_gradcheck(layout, stride, groups, activation, with_bias, batch):
+    gen = torch.Generator().manual_seed(groups * 7 + batch)
+    c, k = 2 * groups, 3 * groups
+    x = _layout(torch.randn(batch, c, 5, 4, generator=gen, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(k, c // groups, 1, 1, generator=gen, dtype=torch.float64)
+    if activation == "relu6":
+        w = w * 4  # put some outputs above 6, where relu6's gradient is zero
+    w.requires_grad_()
+    b = torch.randn(k, generator=gen, dtype=torch.float64, requires_grad=True) if with_bias else None
+
+    def fn(x, w, b):
+        return conv1x1(x, w, b, stride=stride, groups=groups, activation=activation)
+
+    # the kinks of relu/relu6 sit at measure zero: random inputs land more than eps away
+    assert torch.autograd.gradcheck(fn, (x, w, b), eps=1e-6, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    cg=st.integers(1, 4),
+    kg=st.integers(1, 4),
+    groups=st.integers(1, 3),
+    h=st.integers(1, 6),
+    w=st.integers(1, 6),
+    stride=strides,
+    layout=st.sampled_from(LAYOUTS),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
+    with_bias=st.booleans(),
+    activation=st.sampled_from([None, *ACTIVATIONS]),
+    seed=st.integers(0, 2**16),
+)
+def test_gradients_match_conv2d(n, cg, kg, groups, h, w, stride, layout, dtype, with_bias, activation, seed):
+    x0, w0, b0 = _random_case(n, cg, kg, groups, h, w, dtype, seed)
+    x0 = _layout(x0, layout)
+    ours = [t.clone().requires_grad_() for t in (x0, w0, b0)]
+    theirs = [t.detach().double().requires_grad_() for t in (x0, w0, b0)]
+    b, b_ref = (ours[2], theirs[2]) if with_bias else (None, None)
+    y = conv1x1(ours[0], ours[1], b, stride=stride, groups=groups, activation=activation)
+    ref = _expected(theirs[0], theirs[1], b_ref, stride, groups, activation)
+    gen = torch.Generator().manual_seed(seed + 1)
+    # the upstream gradient comes in the layout autograd would hand over: the output's own
+    grad = _layout(torch.randn(ref.shape, generator=gen, dtype=torch.float64), layout)
+    y.backward(grad.to(dtype))
+    ref.backward(grad)
+    atol, rtol = TOL[dtype]
+    if dtype == torch.bfloat16:
+        atol, rtol = 0.15, 0.05  # gradients sum over more terms than the output does
+    for got, want in zip(ours[: 2 + with_bias], theirs[: 2 + with_bias], strict=True):
+        assert got.grad is not None and got.grad.dtype == dtype
+        assert got.grad.shape == want.shape
+        torch.testing.assert_close(got.grad.double(), want.grad, atol=atol, rtol=rtol)
+    if layout == "channels_last" and ours[0].grad is not None:
+        assert ours[0].grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_gradients_only_where_asked():
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    w = torch.randn(6, 4, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64)
+    conv1x1(x, w, b, activation="relu").sum().backward()
+    assert x.grad is None and b.grad is None
+    assert w.grad is not None
+
+
+def test_larger_gradients_match_conv2d():
+    # shapes large enough for the blocked and NumPy paths, both layouts
+    for layout in LAYOUTS:
+        for n, c, k, h, w, groups in [(1, 50, 20, 40, 40, 1), (3, 64, 16, 9, 11, 1), (2, 32, 64, 10, 10, 4)]:
+            x0, w0, b0 = _random_case(n, c // groups, k // groups, groups, h, w, torch.float32, c + h)
+            x0 = _layout(x0, layout)
+            ours = [t.clone().requires_grad_() for t in (x0, w0, b0)]
+            theirs = [t.detach().double().requires_grad_() for t in (x0, w0, b0)]
+            y = conv1x1(*ours, groups=groups, activation="relu")
+            ref = _expected(*theirs, 1, groups, "relu")
+            grad = _layout(torch.randn(ref.shape, dtype=torch.float64), layout)
+            y.backward(grad.float())
+            ref.backward(grad)
+            for got, want in zip(ours, theirs, strict=True):
+                torch.testing.assert_close(got.grad.double(), want.grad, atol=5e-3, rtol=1e-4)
+
+
+# -------------------------------------------------------------------------- bad input
+
+
+def _ok() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.randn(2, 4, 3, 3), torch.randn(6, 4, 1, 1), torch.randn(6)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "words"),
+    [
+        (lambda x, w, b: conv1x1(x[0], w, b), ValueError, ["4-D", "(4, 3, 3)"]),
+        (lambda x, w, b: conv1x1(x[None], w, b), ValueError, ["4-D", "5-D"]),
+        (lambda x, w, b: conv1x1(x[:, :3], w, b), ValueError, ["4 input channels", "3"]),
+        (lambda x, w, b: conv1x1(x, torch.randn(6, 4, 3, 3), b), ValueError, ["1x1", "(3, 3)"]),
+        (lambda x, w, b: conv1x1(x, torch.randn(6, 4, 1), b), ValueError, ["(6, 4, 1)"]),
+        (lambda x, w, b: conv1x1(x, torch.randn(6, 4, 1, 1), b, groups=3), ValueError, ["groups=3", "4"]),
+        (lambda x, w, b: conv1x1(x, torch.randn(5, 2, 1, 1), b, groups=2), ValueError, ["groups=2", "5"]),
+        (lambda x, w, b: conv1x1(x, w, b, groups=0), ValueError, ["groups", "0"]),
+        (lambda x, w, b: conv1x1(x, w, b, groups=2.0), TypeError, ["groups", "2.0"]),
+        (lambda x, w, b: conv1x1(x.long(), w, b), TypeError, ["torch.int64", "floating"]),
+        (lambda x, w, b: conv1x1(x, w.int(), b), TypeError, ["weight", "torch.int32"]),
+        (lambda x, w, b: conv1x1(x.to(torch.complex64), w, b), TypeError, ["torch.complex64"]),
+        (lambda x, w, b: conv1x1(x > 0, w, b), TypeError, ["torch.bool"]),
+        (lambda x, w, b: conv1x1(x, w, b.long()), TypeError, ["bias", "torch.int64"]),
+        (lambda x, w, b: conv1x1(x, w.double(), b), TypeError, ["torch.float64", "torch.float32"]),
+        (lambda x, w, b: conv1x1(x, w, b.double()), TypeError, ["bias torch.float64"]),
+        (lambda x, w, b: conv1x1(x, w.to("meta"), b), ValueError, ["meta", "cpu"]),
+        (lambda x, w, b: conv1x1(x, w, b.to("meta")), ValueError, ["bias on meta"]),
+        (lambda x, w, b: conv1x1(x, w, b, stride=0), ValueError, ["stride", "0"]),
+        (lambda x, w, b: conv1x1(x, w, b, stride=(1, -2)), ValueError, ["stride", "(1, -2)"]),
+        (lambda x, w, b: conv1x1(x, w, b, stride=(1, 2, 3)), TypeError, ["stride", "(1, 2, 3)"]),
+        (lambda x, w, b: conv1x1(x, w, b, stride=1.5), TypeError, ["stride", "1.5"]),
+        (lambda x, w, b: conv1x1(x, w, b, stride=True), TypeError, ["stride", "True"]),
+        (lambda x, w, b: conv1x1(x, w, b[:5]), ValueError, ["bias", "(6,)", "(5,)"]),
+        (lambda x, w, b: conv1x1(x, w, b[None]), ValueError, ["bias", "(1, 6)"]),
+        (lambda x, w, b: conv1x1(x, w, b, activation="gelu"), ValueError, ["activation", "'gelu'"]),
+        (lambda x, w, b: conv1x1(x.numpy(), w, b), TypeError, ["x", "ndarray"]),
+        (lambda x, w, b: conv1x1(x, [1.0], b), TypeError, ["weight", "list"]),
+        (lambda x, w, b: conv1x1(x, w, 0.5), TypeError, ["bias", "float"]),
+    ],
+)
+def test_bad_input_is_named(make, error, words):
+    x, w, b = _ok()
+    with pytest.raises(error) as info:
+        make(x, w, b)
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_meta_device_runs_through_the_shapes():
+    # all on 'meta': the op's shape logic works on a device with no data at all
+    x = torch.empty(2, 8, 6, 6, device="meta")
+    y = conv1x1(x, torch.empty(4, 4, 1, 1, device="meta"), torch.empty(4, device="meta"), groups=2, stride=2)
+    assert y.shape == (2, 4, 3, 3) and y.device.type == "meta"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_matches_cpu(layout):
+    x, w, b = _random_case(2, 8, 6, 2, 9, 7, torch.float64, 5)
+    cpu = [_layout(x, layout).requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()]
+    gpu = [t.detach().cuda().requires_grad_() for t in cpu]
+    y_cpu = conv1x1(*cpu, stride=2, groups=2, activation="relu")
+    y_gpu = conv1x1(*gpu, stride=2, groups=2, activation="relu")
+    assert y_gpu.device.type == "cuda"
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu)
+    y_cpu.square().sum().backward()
+    y_gpu.square().sum().backward()
+    for a, g in zip(cpu, gpu, strict=True):
+        torch.testing.assert_close(g.grad.cpu(), a.grad)
