@@ -1305,7 +1305,7 @@ def bottleneck_cost(
 
 def _registry() -> tuple[Callable[..., nn.Module] | None, list[str]]:
     try:
-        from . import models  # type: ignore[attr-defined]
+        from . import models
     except ImportError:
         return None, []
     return models.create_model, list(models.list_models())
