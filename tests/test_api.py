@@ -4,12 +4,20 @@ import onebyone
 
 PUBLIC = [
     "Conv1x1",
+    "ConvNormAct",
     "CostReport",
+    "Inception",
+    "MLPConv",
+    "NaiveInception",
     "__version__",
+    "ablations_of",
     "bottleneck_cost",
     "conv1x1",
     "convert",
     "cost",
+    "create_model",
+    "list_models",
+    "register_model",
 ]
 
 

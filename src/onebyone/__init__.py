@@ -4,17 +4,26 @@ The public API is the names in ``__all__``; everything else is internal.
 """
 
 from .cost import CostReport, bottleneck_cost, cost
-from .layers import Conv1x1, convert
+from .layers import Conv1x1, ConvNormAct, Inception, MLPConv, NaiveInception, convert
+from .models import ablations_of, create_model, list_models, register_model
 from .ops import conv1x1
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Conv1x1",
+    "ConvNormAct",
     "CostReport",
+    "Inception",
+    "MLPConv",
+    "NaiveInception",
     "__version__",
+    "ablations_of",
     "bottleneck_cost",
     "conv1x1",
     "convert",
     "cost",
+    "create_model",
+    "list_models",
+    "register_model",
 ]
