@@ -145,12 +145,62 @@ def _step_reduction(ctx: _Context) -> Section:
     return section
 
 
+# -------------------------------------------------------------------- step 4
+
+
+def _step_cost(ctx: _Context) -> Section:
+    from .cost import bottleneck_cost, cost
+    from .models import create_model
+
+    model = create_model("googlenet")
+    report = cost(model, (3, 224, 224))
+    kinds = report.by_kind()
+    one = kinds.get("conv1x1", {"macs_share": 0.0, "params_share": 0.0, "layers": 0, "macs": 0, "params": 0})
+    inception = bottleneck_cost(192, 32, 16, 5, 28)
+    figure = report.plot(ctx.out / "figures" / "googlenet_macs.png")
+    atomic_write_text(ctx.out / "metrics" / "googlenet_cost.json", report.to_json())
+    atomic_write_text(ctx.out / "metrics" / "inception_5x5.json", json.dumps(inception.to_dict(), indent=2))
+    rows = [["kind", "layers", "params", "share", "M MACs", "share"]]
+    for kind, k in kinds.items():
+        if k["macs"] or k["params"]:
+            rows.append(
+                [
+                    kind,
+                    str(k["layers"]),
+                    f"{k['params']:,}",
+                    f"{100 * k['params_share']:.1f}%",
+                    f"{k['macs'] / 1e6:,.1f}",
+                    f"{100 * k['macs_share']:.1f}%",
+                ]
+            )
+    return Section(
+        "4. What the 1x1 layers cost in GoogLeNet",
+        lines=[
+            f"GoogLeNet (the paper's Table 1) at 3 x 224 x 224: {report.params / 1e6:.2f} M parameters, "
+            f"{report.macs / 1e9:.2f} G multiply-adds per image ({report.convention().split(';')[0]}).",
+            f"Its {one['layers']} 1x1 convolutions hold {100 * one['params_share']:.0f}% of the "
+            f"parameters and do {100 * one['macs_share']:.0f}% of the multiply-adds.",
+            f"The Inception question: a 5 x 5 convolution from 28 x 28 x 192 to 32 maps takes "
+            f"{inception.direct_macs / 1e6:.1f} M MACs; a 1x1 reduction to 16 maps first brings it to "
+            f"{inception.bottleneck_macs / 1e6:.1f} M, {inception.macs_ratio:.1f}x fewer "
+            f"({inception.params_ratio:.1f}x fewer parameters).",
+        ],
+        table=rows,
+        figures=[(figure.relative_to(ctx.out).as_posix(), "where GoogLeNet's multiply-adds go")],
+        links=[
+            ("metrics/googlenet_cost.json", "GoogLeNet, layer by layer (JSON)"),
+            ("metrics/inception_5x5.json", "the Inception 5x5 reduction (JSON)"),
+        ],
+    )
+
+
 # --------------------------------------------------------------------- driver
 
 
 _STEPS: list[tuple[str, Callable[[_Context], Section]]] = [
     ("the seed's examples", _step_seed),
     ("the reduction example timed", _step_reduction),
+    ("GoogLeNet's cost", _step_cost),
 ]
 
 
