@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -461,6 +462,9 @@ def _paper_by_hand(row: str) -> tuple[int, int]:
     return weights, weights * hw
 
 
+_Row = tuple[int, int, list[int]]  # weights, MACs, output shape without the batch
+
+
 class _Inception(nn.Module):
     """Table 1's inception row, literally: four branches concatenated."""
 
@@ -504,24 +508,24 @@ class _PaperGoogLeNet(nn.Module):
         return self.fc(self.head(x))  # N x 1000
 
 
-def _rows_of(report: CostReport) -> dict[str, tuple[int, int, list[int]]]:
+def _rows_of(report: CostReport, row_of: Callable[[str], str | None]) -> dict[str, _Row]:
     """Per Table 1 row: weights and MACs of its convolutions / linear layer, and the row's output shape.
 
-    A row is the first part of the layer names; its output is that of its last convolution,
-    linear layer or concatenation (the pools that follow are rows of their own in the paper).
+    ``row_of`` maps a layer name to its row (None: no row); the row's output is that of its last
+    convolution, linear layer or concatenation (the pools that follow are rows of their own).
     """
-    out: dict[str, tuple[int, int, list[int]]] = {}
+    out: dict[str, _Row] = {}
     for layer in report.layers:
-        if layer.kind not in ("conv", "conv1x1", "linear", "concat"):
+        row = row_of(layer.name)
+        if layer.kind not in ("conv", "conv1x1", "linear", "concat") or row is None:
             continue
-        row = layer.name.split(".")[0]
         w, m, _ = out.get(row, (0, 0, []))
         out[row] = (w + layer.unique_params, m + layer.macs, layer.output_shape[1:])
     return out
 
 
-def _check_against_table_1(report: CostReport) -> None:
-    rows = _rows_of(report)
+def _check_against_table_1(report: CostReport, row_of: Callable[[str], str | None]) -> None:
+    rows = _rows_of(report, row_of)
     assert list(rows) == list(PAPER_TABLE_1)
     for row, (_, _, out, params_k, ops_m) in PAPER_TABLE_1.items():
         weights, macs, shape = rows[row]
@@ -537,8 +541,63 @@ def _check_against_table_1(report: CostReport) -> None:
 
 
 def test_googlenet_paper_table_1():
-    report = run(_PaperGoogLeNet(), (3, 224, 224), count_bias=False)
-    _check_against_table_1(report)
+    report = run(_PaperGoogLeNet().to("meta"), (3, 224, 224), count_bias=False)  # shapes suffice
+    _check_against_table_1(report, lambda name: name.split(".")[0])
     assert report.not_counted == {}
     total = report.macs / 1e9
     assert 1.5 < total < 1.6  # the paper's budget "1.5 billion multiply-adds at inference"
+
+
+# ------------------------------------------------------------------ registered models
+
+models = pytest.importorskip("onebyone.models")
+
+
+def _on_meta(name: str, **kwargs: object) -> nn.Module:
+    # counted from shapes alone: exact, and instant even for googlenet_naive's 12.6 G MACs
+    return models.create_model(name, **kwargs).to("meta")
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_registered_models_agree_with_flop_counter(name):
+    model = _on_meta(name)
+    size = model.default_input_size
+    rep = run(model, size, batch_size=2)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.empty(2, *size, device="meta"))
+    assert 2 * rep.macs == counter.get_total_flops()
+    assert rep.not_counted == {} and rep.unattributed_params == {}
+    assert rep.params == rep.model_params == sum(p.numel() for p in model.parameters())
+    # the no1x1 ablations have no pointwise layer left; every other network has some
+    assert ("conv1x1" in rep.by_kind()) == (not name.endswith("no1x1"))
+    assert model.training  # restored
+
+
+def _registered_row(name: str) -> str | None:
+    """googlenet's layer names (stem.conv1, blocks.inception3a...., fc) -> Table 1's rows."""
+    part = name.split(".")
+    if part[0] == "stem":
+        return {"conv1": "conv1", "conv3": "conv2", "conv4": "conv2"}.get(part[1])
+    if part[0] == "blocks":
+        return part[1] if part[1].startswith("inception") else None
+    return part[0] if part[0] == "fc" else None
+
+
+def test_registered_googlenet_reproduces_table_1():
+    rep = run(_on_meta("googlenet"), (3, 224, 224), count_bias=False)
+    _check_against_table_1(rep, _registered_row)
+    paper = run(_PaperGoogLeNet().to("meta"), (3, 224, 224), count_bias=False)
+    assert rep.macs == paper.macs and rep.params == paper.params
+
+
+def test_aux_heads_unused_at_inference_are_named():
+    rep = run(_on_meta("googlenet", aux_logits=True), (3, 224, 224))
+    aux = {n: p.numel() for n, p in models.create_model("googlenet", aux_logits=True).named_parameters()
+           if n.startswith("aux")}
+    assert aux and rep.unattributed_params == aux
+    assert rep.model_params == rep.params + sum(aux.values())
+
+
+def test_meta_refuses_measure():
+    with pytest.raises(ValueError, match="measure"):
+        run(_on_meta("nin_digits"), (1, 8, 8), measure=True)

@@ -1077,7 +1077,9 @@ def cost(
             and the whole forward pass.
         repeats: timed runs per layer with ``measure``.
         device: where to run; None means where the model's parameters are. A model on
-            another device is refused rather than moved.
+            another device is refused rather than moved. A model on ``"meta"`` (built
+            under ``torch.device("meta")`` or moved with ``model.to("meta")``) is counted
+            from shapes alone, in no time and memory, without ``measure``.
         limits: the machine's peaks for the roofline; None reads them from the cache
             (measuring them once, a few seconds, if needed).
         name: the model's name in the report (default: its class name).
@@ -1107,8 +1109,14 @@ def cost(
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     dtype = _model_dtype(model)
-    gen = torch.Generator(device=dev).manual_seed(0)
-    x = torch.randn((batch_size, *size), generator=gen, device=dev, dtype=dtype)
+    if dev.type == "meta":
+        # shapes without data: every count is exact, nothing is computed, nothing can be timed
+        if measure:
+            raise ValueError("measure=True needs a real device; a model on 'meta' has no data to time")
+        x = torch.empty((batch_size, *size), device=dev, dtype=dtype)
+    else:
+        gen = torch.Generator(device=dev).manual_seed(0)
+        x = torch.randn((batch_size, *size), generator=gen, device=dev, dtype=dtype)
     label = name or type(model).__name__
 
     modes = {m: m.training for m in model.modules()}
@@ -1149,7 +1157,7 @@ def cost(
         for m, training in modes.items():
             m.train(training)
 
-    lim = limits if limits is not None else peaks(dev)
+    lim = limits if limits is not None else peaks(dev if dev.type != "meta" else "cpu")
     for r in tracer.rows:
         moved = r.bytes_moved
         r.intensity = r.flops / moved if moved else None
