@@ -295,13 +295,17 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle named a global outside ``_SAFE_GLOBALS``."""
+
+
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers, strings, numbers and NumPy arrays; refuses every other global."""
 
     def find_class(self, module: str, name: str) -> Any:
         found = _SAFE_GLOBALS.get((module, name))
         if found is None:
-            raise pickle.UnpicklingError(
+            raise _Refused(
                 f"refused to load {module}.{name}: only plain arrays, lists, dicts, strings and numbers "
                 "are accepted"
             )
@@ -338,9 +342,10 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         # the batches were written by Python 2: byte strings stay bytes
         batch = _ArraysOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise ValueError(f"{path}: not a plain CIFAR-10 batch: {exc}") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, struct.error) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            struct.error) as exc:
         raise ValueError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from None
     _check_plain(batch, path)
     if not isinstance(batch, dict):
