@@ -107,6 +107,18 @@ def test_measure(model_file):
     assert "measured" in p.stdout and "median of 2 runs" in p.stdout
 
 
+def test_registered_models():
+    p = onebyone("nin_digits", "--input", "1x8x8")
+    assert p.returncode == 0, p.stderr
+    assert "cost of nin_digits on input 1x1x8x8" in p.stdout and "conv1x1" in p.stdout
+    # the paper's network, counted from shapes alone on the meta device: Table 1's 1.58 G MACs
+    p = onebyone("googlenet", "--input", "3x224x224", "--device", "meta", "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["totals"]["macs"] == 1_582_671_872 and doc["device"] == "meta"
+    assert doc["not_counted"] == {}
+
+
 def test_bottleneck():
     p = onebyone("--bottleneck")
     assert p.returncode == 0, p.stderr
@@ -118,30 +130,50 @@ def test_bottleneck():
     assert doc["bottleneck_macs"] == 14 * 14 * (32 * 256 + 64 * 9 * 32)
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        ((), "needs MODEL"),
-        (("{f}:small",), "needs --input"),
-        (("{f}:small", "--input", "224x224"), "CxHxW"),
-        (("{f}:small", "--input", "3x0x8"), "CxHxW"),
-        (("{f}:fixed", "--input", "3x16x16"), "failed on input 1x3x16x16: RuntimeError"),
-        (("{d}/missing.py:small", "--input", "3x8x8"), "does not exist"),
-        (("no_such_module_here:small", "--input", "3x8x8"), "no module named"),
-        (("{f}:nothing", "--input", "3x8x8"), "has no 'nothing'"),
-        (("{f}:NUMBER", "--input", "3x8x8"), "expected a callable"),
-        (("{f}:not_a_model", "--input", "3x8x8"), "expected an nn.Module"),
-        (("{f}:broken", "--input", "3x8x8"), "RuntimeError: cannot build"),
-        (("not-registered", "--input", "3x8x8"), "unknown model"),
-        (("{f}:small", "--input", "3x8x8", "--plot", "{d}/x.jpg"), ".png"),
-        (("--bottleneck", "--input", "3x8x8"), "--bottleneck takes no --input"),
-        (("{f}:small", "--input", "3x8x8", "--reduce", "4"), "only go with --bottleneck"),
-    ],
-)
-def test_bad_input_one_line_exit_2(model_file, args, message):
-    p = onebyone(*(a.format(f=model_file, d=model_file.parent) for a in args))
-    assert p.returncode == 2
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("onebyone: error:"), p.stderr
+# every bad input: one line on stderr, exit code 2, no traceback. The first four run as a user
+# would (a subprocess); the rest call the same main() in this process, which is much faster.
+BAD_INPUTS = [
+    (("{f}:small", "--input", "224x224"), "CxHxW"),
+    (("{d}/missing.py:small", "--input", "3x8x8"), "does not exist"),
+    (("{f}:fixed", "--input", "3x16x16"), "failed on input 1x3x16x16: RuntimeError"),
+    (("{f}:not_a_model", "--input", "3x8x8"), "expected an nn.Module"),
+    ((), "needs MODEL"),
+    (("{f}:small",), "needs --input"),
+    (("{f}:small", "--input", "3x0x8"), "CxHxW"),
+    (("no_such_module_here:small", "--input", "3x8x8"), "no module named"),
+    (("{f}:nothing", "--input", "3x8x8"), "has no 'nothing'"),
+    (("{f}:NUMBER", "--input", "3x8x8"), "expected a callable"),
+    (("{f}:broken", "--input", "3x8x8"), "RuntimeError: cannot build"),
+    (("not-registered", "--input", "3x8x8"), "unknown model"),
+    (("googlenet", "--input", "3x8x8", "--device", "meta"), "failed on input 1x3x8x8"),
+    (("nin_digits", "--input", "1x8x8", "--device", "meta", "--measure"), "needs a real device"),
+    (("nin_digits", "--input", "1x8x8", "--device", "gpu7"), "--device"),
+    (("{f}:small", "--input", "3x8x8", "--plot", "{d}/x.jpg"), ".png"),
+    (("{f}:small", "--input", "3x8x8", "--csv", "{d}"), "expects a file"),
+    (("--bottleneck", "--input", "3x8x8"), "--bottleneck takes no --input"),
+    (("--bottleneck", "--size", "28x"), "HxW"),
+    (("{f}:small", "--input", "3x8x8", "--reduce", "4"), "only go with --bottleneck"),
+]
+
+
+def _one_error_line(stderr: str, code: int, message: str) -> None:
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onebyone: error:"), stderr
     assert message in lines[0]
-    assert "Traceback" not in p.stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS[:4])
+def test_bad_input_subprocess(model_file, args, message):
+    p = onebyone(*(a.format(f=model_file, d=model_file.parent) for a in args))
+    _one_error_line(p.stderr, p.returncode, message)
+    assert p.stdout == ""
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS[4:])
+def test_bad_input_in_process(model_file, args, message, capsys):
+    from onebyone.cli import main
+
+    code = main(["cost", *(a.format(f=model_file, d=model_file.parent) for a in args)])
+    _one_error_line(capsys.readouterr().err, code, message)
