@@ -7,6 +7,12 @@ run near the machine's limits and which (small 1x1s, depthwise, pools) do not. T
 
     python benchmarks/cost_roofline.py                    # googlenet 3x224x224 and nin_cifar10 3x32x32
     python benchmarks/cost_roofline.py --model googlenet --input 3x224x224 --repeats 9
+    python benchmarks/cost_roofline.py --threads 1     # on a shared machine: see below
+
+On a machine whose cores other jobs are using, PyTorch's worker threads wait on each other and a
+forward pass can run tens of times slower with 2 threads than with 1; ``--threads`` sets
+``torch.set_num_threads`` (the roofline peaks are cached per thread count, so they follow). The
+load average at the start and the end is printed with the results.
 
 Prints a Markdown section for BENCHMARKS.md: the machine, the command, the numbers.
 """
@@ -14,6 +20,7 @@ Prints a Markdown section for BENCHMARKS.md: the machine, the command, the numbe
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -82,7 +89,11 @@ def main() -> int:
     parser.add_argument("--input", type=_size, help="CxHxW for --model")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per layer (median)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     runs = [(args.model, args.input)] if args.model else DEFAULT
     lim = peaks()
     print(f"Machine: {lim.name} ({torch.get_num_threads()} torch threads), torch {torch.__version__}, "
@@ -92,6 +103,8 @@ def main() -> int:
     print()
     for name, size in runs:
         print("\n".join(bench(name, size, args.batch, args.repeats)))
+    print(f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
+          f"on {os.cpu_count()} logical CPUs.")
     return 0
 
 
