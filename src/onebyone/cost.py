@@ -996,17 +996,26 @@ class CostReport:
         shown = f"top {len(ranked)} of {sum(1 for r in self.layers if r.macs)}" if ranked else "no"
         ax1.set_title(f"{shown} layers by MACs")
         ax1.tick_params(axis="y", labelsize=7)
+        from matplotlib.patches import Patch
+
+        drawn = list(dict.fromkeys(r.kind for r in reversed(ranked)))
+        if drawn:
+            ax1.legend(handles=[Patch(color=colour[k], label=k) for k in drawn], loc="lower right")
         names = [k for k, v in kinds.items() if v["macs"] or v["params"]]
-        ys = range(len(names))
-        ax2.barh([y + 0.2 for y in ys], [kinds[k]["macs_share"] * 100 for k in names], height=0.4,
-                 color=[colour[k] for k in names], label="MACs")
-        ax2.barh([y - 0.2 for y in ys], [kinds[k]["params_share"] * 100 for k in names], height=0.4,
-                 color=[colour[k] for k in names], alpha=0.45, hatch="//", label="params")
-        ax2.set_yticks(list(ys), names)
+        ys = list(range(len(names)))
+        macs_pct = [kinds[k]["macs_share"] * 100 for k in names]
+        params_pct = [kinds[k]["params_share"] * 100 for k in names]
+        ax2.barh([y - 0.2 for y in ys], macs_pct, height=0.4, color=[colour[k] for k in names])
+        ax2.barh([y + 0.2 for y in ys], params_pct, height=0.4, color=[colour[k] for k in names], alpha=0.45,
+                 hatch="//")
+        for y, m, q in zip(ys, macs_pct, params_pct, strict=True):
+            ax2.text(m + 1, y - 0.2, f"{m:.1f}% of MACs", va="center", fontsize=8)
+            ax2.text(q + 1, y + 0.2, f"{q:.1f}% of params", va="center", fontsize=8)
+        ax2.set_yticks(ys, names)
         ax2.invert_yaxis()
+        ax2.set_xlim(0, 125)
         ax2.set_xlabel("share of the model's total (%)")
         ax2.set_title("by kind: MACs (solid) and parameters (hatched)")
-        ax2.legend(loc="lower right")
         bias = "bias counted" if self.count_bias else "bias not counted"
         fig.suptitle(f"{self.model}, input {_dims(self.input_shape)}: {_si(self.macs)} MACs, "
                      f"{_si(self.params)} params ({bias})")
