@@ -201,6 +201,19 @@ def test_functions_named_after_their_module():
     assert names == ["0.conv", "0.cat", "1.conv", "1.cat"]
 
 
+def test_module_called_with_keyword_input():
+    class ByKeyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(input=x)
+
+    r = only(run(ByKeyword(), (4,)))
+    assert r.macs == 12 and r.input_shapes == [[1, 4]]
+
+
 def test_shared_module_counted_per_call_params_once():
     class Twice(nn.Module):
         def __init__(self) -> None:
@@ -283,12 +296,41 @@ class Zoo(nn.Module):
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_macs_agree_with_flop_counter(batch):
+    # on the meta device: on the CPU, conv1x1 may multiply with NumPy's BLAS, which flop_counter
+    # cannot see; the counts on the CPU are checked equal to those on meta
     model = Zoo()
+    on_cpu = run(model, (3, 32, 32), batch_size=batch)
+    model.to("meta")
     rep = run(model, (3, 32, 32), batch_size=batch)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.randn(batch, 3, 32, 32))
+        model(torch.empty(batch, 3, 32, 32, device="meta"))
     assert 2 * rep.macs == counter.get_total_flops()  # flop_counter: 2 FLOPs per MAC, bias left out
-    assert rep.not_counted == {}
+    assert rep.not_counted == {} == on_cpu.not_counted
+    counts = [(r.name, r.macs, r.flops) for r in rep.layers]
+    assert [(r.name, r.macs, r.flops) for r in on_cpu.layers] == counts
+
+
+def test_functional_conv1x1_counted_or_named():
+    from onebyone import conv1x1
+    from onebyone.ops import set_blas
+
+    class Functional1x1(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(6, 4, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return conv1x1(x, self.w)
+
+    try:
+        set_blas("torch")  # products by torch.matmul: seen and counted
+        rep = run(Functional1x1(), (4, 5, 5))
+        assert rep.macs == 6 * 25 * 4 and rep.not_counted == {}
+        set_blas("numpy")  # products by NumPy: not seen, and the report says so
+        rep = run(Functional1x1(), (4, 5, 5))
+        assert rep.macs == 0 and rep.not_counted == {"numpy (work done in NumPy)": 3}
+    finally:
+        set_blas("auto")
 
 
 # --------------------------------------------------------------------- the report

@@ -516,8 +516,8 @@ class _Tracer(TorchFunctionMode):
         self.handles: list[Any] = []
         for name, m in model.named_modules():
             self.names[id(m)] = name
-            self.handles.append(m.register_forward_pre_hook(self._pre))
-            self.handles.append(m.register_forward_hook(self._post))
+            self.handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
+            self.handles.append(m.register_forward_hook(self._post, with_kwargs=True))
 
     def remove(self) -> None:
         for h in self.handles:
@@ -543,7 +543,7 @@ class _Tracer(TorchFunctionMode):
 
     # ---- module hooks
 
-    def _pre(self, m: nn.Module, args: Any) -> None:
+    def _pre(self, m: nn.Module, args: Any, kwargs: Any) -> None:
         self.busy = True
         try:
             self.owners.append(self.names.get(id(m), type(m).__name__))
@@ -555,7 +555,7 @@ class _Tracer(TorchFunctionMode):
         finally:
             self.busy = False
 
-    def _post(self, m: nn.Module, args: Any, output: Any) -> None:
+    def _post(self, m: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         self.busy = True
         try:
             owner = self.owners.pop()
@@ -569,7 +569,7 @@ class _Tracer(TorchFunctionMode):
                 self._sync()
                 self.times.setdefault(name, []).append(time.perf_counter() - self.starts.pop())
                 return
-            inputs = list(_tensors(args))
+            inputs = list(_tensors((args, kwargs)))
             outputs = list(_tensors(output))
             if not inputs or not outputs:
                 self.not_counted[f"{name} ({type(m).__name__} without tensor input or output)"] += 1
@@ -609,6 +609,11 @@ class _Tracer(TorchFunctionMode):
             self._sync()
             seconds = time.perf_counter() - t0
         outputs = list(_tensors(out))
+        if base == "numpy" and not timing:
+            # the data leaves PyTorch (onebyone.conv1x1 may multiply with NumPy's BLAS): what
+            # NumPy computes is invisible here, so say so rather than count it as nothing
+            owner = self.owners[-1] if self.owners else ""
+            self.not_counted[f"{owner + '.' if owner else ''}numpy (work done in NumPy)"] += 1
         if not outputs:
             return out  # metadata (size, dim, shape, item...): no tensor, no work
         if base in _MAYBE_COPY_FUNCS and args and outputs[0] is args[0]:
