@@ -90,12 +90,14 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per layer (median)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--refresh-peaks", action="store_true",
+                        help="measure the roofline peaks again first (and update the cache)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     runs = [(args.model, args.input)] if args.model else DEFAULT
-    lim = peaks()
+    lim = peaks(refresh=args.refresh_peaks)
     print(f"Machine: {lim.name} ({torch.get_num_threads()} torch threads), torch {torch.__version__}, "
           f"Python {platform.python_version()}; roofline {lim.gemm_gflops:g} GFLOP/s GEMM, "
           f"{lim.bandwidth_gbs:g} GB/s memory (onebyone.machine.peaks, cached {lim.measured_at}).")
