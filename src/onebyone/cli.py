@@ -254,7 +254,8 @@ def _cost_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measure", action="store_true", help="also time every layer (median of --repeats runs)")
     p.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per layer with --measure "
                    "(default 5)")
-    p.add_argument("--device", default="cpu", help="where to run the model: cpu (default), cuda, cuda:1 ...")
+    p.add_argument("--device", default="cpu", help="where to run the model: cpu (default), cuda, cuda:1, or "
+                   "meta (counted from shapes alone, instantly; no --measure)")
     p.add_argument("--json", action="store_true", help="print the whole report as one JSON document")
     p.add_argument("--csv", metavar="FILE", help="write one row per layer call to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write a PNG chart of where the multiply-adds go")
