@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onebyone import conv1x1
+from onebyone import conv1x1, ops
 from onebyone.ops import ACTIVATIONS
 from onebyone.reference import conv1x1_reference
 
@@ -377,3 +377,91 @@ def test_cuda_matches_cpu(layout):
     y_gpu.square().sum().backward()
     for a, g in zip(cpu, gpu, strict=True):
         torch.testing.assert_close(g.grad.cpu(), a.grad)
+
+
+# ---------------------------------------------------------------------------- backends
+
+
+@pytest.fixture(params=["torch", "numpy", "onednn"])
+def backend(request):
+    before = ops.set_backend(request.param)
+    yield request.param
+    ops.set_backend(before)
+
+
+BACKEND_CASES = [
+    # n, c, k, h, w, stride, groups, layout
+    (2, 6, 4, 5, 7, 1, 1, "nchw"),
+    (2, 6, 4, 5, 7, 1, 1, "channels_last"),
+    (3, 6, 9, 7, 6, (2, 3), 3, "nchw"),
+    (3, 6, 9, 7, 6, (2, 3), 3, "channels_last"),
+    (1, 8, 4, 9, 9, 2, 2, "nchw"),
+    (1, 8, 4, 9, 9, 2, 1, "channels_last"),
+    (2, 64, 2, 8, 8, 1, 1, "channels_last"),  # weights small next to the input: oneDNN applies
+    (2, 64, 4, 9, 9, 2, 2, "channels_last"),
+]
+
+
+@pytest.mark.parametrize(("n", "c", "k", "h", "w", "stride", "groups", "layout"), BACKEND_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_every_backend_is_right(backend, n, c, k, h, w, stride, groups, layout, dtype):
+    x0, w0, b0 = _random_case(n, c // groups, k // groups, groups, h, w, dtype, n + c + h)
+    x0 = _layout(x0, layout)
+    ours = [t.clone().requires_grad_() for t in (x0, w0, b0)]
+    theirs = [t.detach().double().requires_grad_() for t in (x0, w0, b0)]
+    y = conv1x1(*ours, stride=stride, groups=groups, activation="relu")
+    ref = _expected(*theirs, stride, groups, "relu")
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(y.double(), ref, atol=atol, rtol=rtol)
+    grad = _layout(torch.randn(ref.shape, dtype=torch.float64), layout)
+    y.backward(grad.to(dtype))
+    ref.backward(grad)
+    if dtype == torch.bfloat16:
+        atol, rtol = 0.25, 0.05
+    for got, want in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got.grad.double(), want.grad, atol=atol, rtol=rtol)
+    with torch.no_grad():  # the inference path skips autograd: same numbers
+        again = conv1x1(x0, w0, b0, stride=stride, groups=groups, activation="relu")
+    torch.testing.assert_close(again, y.detach())
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy", "onednn"])
+def test_every_backend_passes_gradcheck(backend):
+    before = ops.set_backend(backend)
+    try:
+        cases = [("nchw", 1, 1), ("channels_last", 1, 1), ("nchw", 2, 2), ("channels_last", 2, 1)]
+        for layout, stride, groups in cases:
+            gen = torch.Generator().manual_seed(3)
+            x = _layout(torch.randn(2, 4, 3, 3, generator=gen, dtype=torch.float64), layout).requires_grad_()
+            w = torch.randn(6, 4 // groups, 1, 1, generator=gen, dtype=torch.float64, requires_grad=True)
+            b = torch.randn(6, generator=gen, dtype=torch.float64, requires_grad=True)
+            assert torch.autograd.gradcheck(
+                lambda x, w, b: conv1x1(x, w, b, stride=stride, groups=groups, activation="relu"),  # noqa: B023
+                (x, w, b),
+            )
+    finally:
+        ops.set_backend(before)
+
+
+def test_auto_times_the_candidates_once_and_remembers():
+    before = ops.set_backend("auto")
+    try:
+        x = torch.randn(2, 64, 6, 6).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(2, 64, 1, 1)
+        conv1x1(x, w)
+        chosen = ops.chosen_backends()
+        assert len(chosen) == 1
+        (key, name), = chosen.items()
+        assert key[0] == "forward" and name in ("torch", "numpy", "onednn")
+        conv1x1(x, w)  # the same shape again: nothing new to time
+        assert ops.chosen_backends() == chosen
+        conv1x1(x.contiguous(), w)  # another layout is another choice
+        assert len(ops.chosen_backends()) == 2
+    finally:
+        ops.set_backend(before)
+
+
+def test_set_backend_names_the_choices():
+    with pytest.raises(ValueError, match="'mkl'"):
+        ops.set_backend("mkl")
+    assert ops.set_backend("auto") in ops.BACKENDS

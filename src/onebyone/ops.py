@@ -16,13 +16,17 @@ sum of grad_y.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ACTIVATIONS", "conv1x1"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "chosen_backends", "conv1x1", "set_backend"]
 
 #: Activations conv1x1 can fuse, by name.
 ACTIVATIONS = ("relu", "relu6")
@@ -38,8 +42,10 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
         pair = (value, value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         pair = (int(value[0]), int(value[1]))
     else:
@@ -126,106 +132,402 @@ def _is_channels_last(x: Tensor) -> bool:
     return x.stride() == (h * w * c, 1, w * c, c) and x.stride() != (c * h * w, h * w, w, 1)
 
 
-def _activate_(y: Tensor, activation: str | None) -> Tensor:
+def _format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _split(t: Tensor, size: int, dim: int, groups: int) -> tuple[Tensor, ...]:
+    """The groups' blocks of t along dim (views); t itself when there is one group."""
+    return (t,) if groups == 1 else t.split(size, dim)
+
+
+# ---------------------------------------------------------------- choosing a library
+#
+# Every product below is out = a @ b on 2-D (or batched 3-D) views of the caller's tensors,
+# written straight into the result: no operand is copied into another layout. On the CPU
+# three libraries can do the work: PyTorch's BLAS (MKL), NumPy's BLAS (OpenBLAS, reached
+# without a copy through .numpy() on the very same memory) and, for channels_last input,
+# oneDNN's own 1x1 convolution kernel (what F.conv2d runs). Which one is fastest depends on
+# the shape, so the first call of each shape and pass (forward, grad_input, grad_weight)
+# times every candidate and the winner is remembered for that shape from then on.
+
+Matmul = Callable[[Tensor, Tensor, Tensor], None]
+
+
+def _mm_torch(a: Tensor, b: Tensor, out: Tensor) -> None:
+    if out.dim() == 2 or out.is_contiguous():
+        torch.matmul(a, b, out=out)
+    else:  # a batch of matrices that are not packed back to back: one product each
+        for i in range(out.shape[0]):
+            torch.mm(a if a.dim() == 2 else a[i], b if b.dim() == 2 else b[i], out=out[i])
+
+
+def _mm_numpy(a: Tensor, b: Tensor, out: Tensor) -> None:
+    # .numpy() shares memory with the tensor; np.matmul hands strided views straight to sgemm
+    np.matmul(a.detach().numpy(), b.detach().numpy(), out=out.detach().numpy())
+
+
+#: The libraries conv1x1 can run on: "auto" picks among them per shape; the others force one.
+BACKENDS = ("auto", "torch", "numpy", "onednn")
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+# oneDNN reorders the weights into its own blocked layout first: only worth it (and within the
+# memory budget) when the weights are small next to the input
+_ONEDNN_WEIGHT_SHARE = 0.05
+
+_policy = "auto"
+_choices: dict[tuple[object, ...], str] = {}
+
+
+def set_backend(name: str = "auto") -> str:
+    """Choose the library conv1x1 runs on for CPU tensors; returns the previous choice.
+
+    ``"auto"`` (the default) times every candidate on the first call of each shape and keeps the
+    fastest; ``"torch"``, ``"numpy"`` or ``"onednn"`` force one wherever it applies (NumPy: float32
+    and float64; oneDNN: channels_last float32/bfloat16 with weights small next to the input), with
+    PyTorch's BLAS everywhere else. CUDA tensors always run on PyTorch's own kernels.
+    """
+    global _policy
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    before, _policy = _policy, name
+    _choices.clear()
+    return before
+
+
+def chosen_backends() -> dict[tuple[object, ...], str]:
+    """The library picked so far for each (pass, layout, shape, stride, groups, dtype, threads)."""
+    return dict(_choices)
+
+
+def _numpy_ok(t: Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES
+
+
+def _onednn_ok(x: Tensor, w: Tensor, channels_last: bool) -> bool:
+    return (
+        channels_last
+        and x.device.type == "cpu"
+        and x.dtype in _ONEDNN_DTYPES
+        and torch.backends.mkldnn.is_available()
+        and w.numel() <= _ONEDNN_WEIGHT_SHARE * x.numel()
+    )
+
+
+R = TypeVar("R")
+
+
+def _fastest(key: tuple[object, ...], like: Tensor, candidates: dict[str, Callable[[], R]]) -> R:
+    """Run the fastest candidate for this key: all timed on first sight, the winner remembered."""
+    if _policy != "auto":
+        name = _policy if _policy in candidates else "torch"
+        return candidates[name]()
+    if len(candidates) == 1:
+        return next(iter(candidates.values()))()
+    key = (*key, like.dtype, torch.get_num_threads())
+    chosen = _choices.get(key)
+    if chosen is not None:
+        return candidates[chosen]()
+    best: dict[str, float] = {}
+    result = None
+    for name in (*candidates, *candidates):  # twice each, interleaved: the first run warms up
+        t0 = time.perf_counter()
+        result = candidates[name]()
+        best[name] = min(best.get(name, math.inf), time.perf_counter() - t0)
+    _choices[key] = min(best, key=best.__getitem__)
+    return result  # type: ignore[return-value]  # every candidate computes the same thing
+
+
+def _gemm_candidates(like: Tensor, run: Callable[[Matmul], R]) -> dict[str, Callable[[], R]]:
+    out: dict[str, Callable[[], R]] = {"torch": lambda: run(_mm_torch)}
+    if _numpy_ok(like):
+        out["numpy"] = lambda: run(_mm_numpy)
+    return out
+
+
+# ---------------------------------------------------------------------- strided input
+#
+# With stride > 1 the kept pixels are no longer evenly spaced in memory (NCHW) or not one
+# matrix (channels_last), so a GEMM cannot read them in place. They are gathered a few
+# output rows at a time into a small buffer (at most 1/16 of the input, at most 2 MiB),
+# never the whole subsampled input at once.
+
+
+def _row_blocks(x: Tensor, n: int, ho: int, row_elems: int) -> tuple[int, list[tuple[int, int, int]]]:
+    """Buffer rows and the (image, first row, end row) blocks that fill it in turn."""
+    budget = min(2 * 2**20, x.numel() * x.element_size() // 16)
+    rows = min(ho, max(1, budget // max(1, row_elems * x.element_size())))
+    return rows, [(i, r0, min(ho, r0 + rows)) for i in range(n) for r0 in range(0, ho, rows)]
+
+
+def _strided_rows(x: Tensor, i: int, r0: int, r1: int, stride: tuple[int, int]) -> Tensor:
+    """Image i's input rows that feed output rows r0..r1, every stride-th column: C x rows x W'."""
+    sh, sw = stride
+    return x[i, :, r0 * sh : (r1 - 1) * sh + 1 : sh, ::sw]
+
+
+# ------------------------------------------------------------------------- forward
+
+
+def _epilogue_(ym: Tensor, bias: Tensor | None, activation: str | None, channels_last: bool) -> None:
+    """The bias and the activation, in place on the finished product: no extra tensor."""
+    if bias is not None:
+        ym.add_(bias if channels_last else bias.view(-1, 1))  # ym: M x K (NHWC) or N x K x M (NCHW)
     if activation == "relu":
-        y.clamp_(min=0)
+        ym.clamp_(min=0)
     elif activation == "relu6":
-        y.clamp_(min=0, max=6)
+        ym.clamp_(min=0, max=6)
+
+
+def _forward_gemm(
+    mm: Matmul, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
+) -> Tensor:
+    """The product alone (no bias, no activation) on one BLAS, into a new output tensor."""
+    n, c, h, wd = x.shape
+    k, cg = w.shape
+    kg = k // groups
+    ho, wo = -(-h // stride[0]), -(-wd // stride[1])
+    y = torch.empty((n, k, ho, wo), dtype=x.dtype, device=x.device, memory_format=_format(channels_last))
+    if y.numel() == 0:
+        return y
+    if channels_last:
+        ym = y.permute(0, 2, 3, 1).view(n * ho * wo, k)  # (N*H'*W') x K
+        wt = w.t()  # C/G x K
+        if stride == (1, 1):
+            xm = x.permute(0, 2, 3, 1).view(n * h * wd, c)  # the whole batch is one (N*H*W) x C matrix
+            for a, b, out in zip(
+                _split(xm, cg, 1, groups), _split(wt, kg, 1, groups), _split(ym, kg, 1, groups), strict=True
+            ):
+                mm(a, b, out)  # X_g (NHW x C/G) @ W_g^T (C/G x K/G) -> Y_g, a column block
+            return y
+        rows, blocks = _row_blocks(x, n, ho, c * wo)
+        buf = x.new_empty((rows * wo, c))  # channels innermost, as in the input
+        for i, r0, r1 in blocks:
+            m = (r1 - r0) * wo
+            buf[:m].view(r1 - r0, wo, c).copy_(_strided_rows(x, i, r0, r1, stride).permute(1, 2, 0))
+            base = (i * ho + r0) * wo
+            for a, b, out in zip(
+                _split(buf[:m], cg, 1, groups),
+                _split(wt, kg, 1, groups),
+                _split(ym[base : base + m], kg, 1, groups),
+                strict=True,
+            ):
+                mm(a, b, out)
+        return y
+    ym = y.view(n, k, ho * wo)  # N x K x H'W'
+    if stride == (1, 1):
+        xm = x.view(n, c, h * wd)  # each image is already a C x HW matrix
+        for a, b, out in zip(
+            _split(w, kg, 0, groups), _split(xm, cg, 1, groups), _split(ym, kg, 1, groups), strict=True
+        ):
+            mm(a, b, out)  # W_g (K/G x C/G) @ X[:, g] (N x C/G x HW) -> Y[:, g] (N x K/G x HW)
+        return y
+    rows, blocks = _row_blocks(x, n, ho, c * wo)
+    buf = x.new_empty((c, rows * wo))
+    for i, r0, r1 in blocks:
+        m = (r1 - r0) * wo
+        buf[:, :m].view(c, r1 - r0, wo).copy_(_strided_rows(x, i, r0, r1, stride))
+        out_rows = ym[i, :, r0 * wo : r1 * wo]  # K x m, rows H'W' apart
+        for a, b, out in zip(
+            _split(w, kg, 0, groups),
+            _split(buf[:, :m], cg, 0, groups),
+            _split(out_rows, kg, 0, groups),
+            strict=True,
+        ):
+            mm(a, b, out)
     return y
 
 
+def _forward(
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    groups: int,
+    activation: str | None,
+    channels_last: bool,
+) -> Tensor:
+    fmt = _format(channels_last)
+    if not x.is_contiguous(memory_format=fmt):
+        x = x.contiguous(memory_format=fmt)  # an unusual input (a sliced view, say): packed once
+    w = w.contiguous()
+    candidates = _gemm_candidates(x, lambda mm: _forward_gemm(mm, x, w, stride, groups, channels_last))
+    if _onednn_ok(x, w, channels_last):
+        w4 = w.view(*w.shape, 1, 1)
+        candidates["onednn"] = lambda: F.conv2d(x, w4, None, stride, 0, 1, groups)
+    y = _fastest(("forward", channels_last, *x.shape, w.shape[0], stride, groups), x, candidates)
+    n, k, ho, wo = y.shape
+    ym = y.permute(0, 2, 3, 1).view(n * ho * wo, k) if channels_last else y.view(n, k, ho * wo)
+    _epilogue_(ym, bias, activation, channels_last)
+    return y
+
+
+# ------------------------------------------------------------------------ backward
+
+
 def _activation_grad(grad: Tensor, y: Tensor, activation: str | None) -> Tensor:
-    """grad_y times the activation's derivative, read off the saved output y."""
+    """grad_y times the activation's derivative, read off the saved output y, in one pass."""
     if activation == "relu":
-        return grad * (y > 0)
+        return torch.ops.aten.threshold_backward(grad, y, 0.0)
     if activation == "relu6":
-        return grad * ((y > 0) & (y < 6))
+        # y lies strictly inside (0, 6) exactly where the input did
+        return torch.ops.aten.hardtanh_backward(grad, y, 0.0, 6.0)
     return grad
 
 
-def _forward_nchw(x: Tensor, w: Tensor, bias: Tensor | None, groups: int) -> Tensor:
-    n, c, h, wd = x.shape
-    k = w.shape[0]
-    g = groups
-    xm = x.reshape(n, g, c // g, h * wd)  # view: N x G x C/G x HW
-    wm = w.reshape(g, k // g, c // g)  # G x K/G x C/G
-    out = torch.empty((n, k, h, wd), dtype=x.dtype, device=x.device)
-    om = out.view(n, g, k // g, h * wd)
-    for gi in range(g):
-        xg, wg, og = xm[:, gi], wm[gi], om[:, gi]
-        bg = None if bias is None else bias[gi * (k // g) : (gi + 1) * (k // g)]
-        if n == 1:
-            if bg is None:
-                torch.mm(wg, xg[0], out=og[0]) if og[0].is_contiguous() else og[0].copy_(wg @ xg[0])
-            else:
-                og[0].copy_(torch.addmm(bg[:, None], wg, xg[0]))
-            continue
-        if bg is None:
-            res = torch.matmul(wg, xg)
-        else:
-            res = torch.baddbmm(bg[None, :, None], wg.expand(n, -1, -1), xg)
-        og.copy_(res)
-    return out
-
-
-def _forward_nhwc(x: Tensor, w: Tensor, bias: Tensor | None, groups: int) -> Tensor:
-    n, c, h, wd = x.shape
-    k = w.shape[0]
-    g = groups
-    xm = x.permute(0, 2, 3, 1).reshape(n * h * wd, c)  # view: (N*H*W) x C
-    out = torch.empty((n, k, h, wd), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    om = out.permute(0, 2, 3, 1).reshape(n * h * wd, k)  # view: (N*H*W) x K
-    if g == 1:
-        if bias is None:
-            torch.mm(xm, w.t(), out=om)
-        else:
-            torch.addmm(bias, xm, w.t(), out=om)
-        return out
-    cg, kg = c // g, k // g
-    for gi in range(g):
-        xg = xm[:, gi * cg : (gi + 1) * cg]
-        wg = w[gi * kg : (gi + 1) * kg]
-        res = xg @ wg.t() if bias is None else torch.addmm(bias[gi * kg : (gi + 1) * kg], xg, wg.t())
-        om[:, gi * kg : (gi + 1) * kg].copy_(res)
-    return out
-
-
-def _forward(
-    x: Tensor, w: Tensor, bias: Tensor | None, groups: int, activation: str | None, channels_last: bool
+def _grad_input_gemm(
+    mm: Matmul,
+    grad: Tensor,
+    w: Tensor,
+    in_shape: tuple[int, ...],
+    stride: tuple[int, int],
+    groups: int,
+    channels_last: bool,
 ) -> Tensor:
-    y = _forward_nhwc(x, w, bias, groups) if channels_last else _forward_nchw(x, w, bias, groups)
-    return _activate_(y, activation)
-
-
-def _grad_input(grad: Tensor, w: Tensor, groups: int, channels_last: bool) -> Tensor:
-    """W^T applied at every pixel: a 1x1 convolution with the transposed filters."""
-    k, cg = w.shape
-    kg = k // groups
-    wt = w.reshape(groups, kg, cg).transpose(1, 2).reshape(groups * cg, kg)
-    return _forward(grad, wt, None, groups, None, channels_last)
-
-
-def _grad_weight(grad: Tensor, x: Tensor, groups: int, channels_last: bool) -> Tensor:
-    n, k, h, wd = grad.shape
-    c = x.shape[1]
-    g = groups
+    """grad_x = W^T applied at every kept pixel; zero at the pixels the stride skipped."""
+    n, k, ho, wo = grad.shape
+    _, c, h, wd = in_shape
+    cg, kg = c // groups, k // groups
+    gx = torch.empty(in_shape, dtype=grad.dtype, device=grad.device, memory_format=_format(channels_last))
+    if stride != (1, 1):
+        gx.zero_()  # the skipped pixels
+    if gx.numel() == 0 or grad.numel() == 0:
+        return gx
     if channels_last:
-        gm = grad.permute(0, 2, 3, 1).reshape(n * h * wd, k)
-        xm = x.permute(0, 2, 3, 1).reshape(n * h * wd, c)
-        if g == 1:
-            return gm.t() @ xm
-        parts = [
-            gm[:, i * (k // g) : (i + 1) * (k // g)].t() @ xm[:, i * (c // g) : (i + 1) * (c // g)]
-            for i in range(g)
-        ]
-        return torch.cat(parts)
-    gm = grad.contiguous().reshape(n, g, k // g, h * wd)
-    xm = x.contiguous().reshape(n, g, c // g, h * wd)
-    gw = torch.zeros((g, k // g, c // g), dtype=x.dtype, device=x.device)
-    for i in range(n):
-        # accumulate in place across the batch: no N x K x C temporary
-        gw.baddbmm_(gm[i], xm[i].transpose(1, 2))
-    return gw.reshape(k, c // g)
+        gm = grad.permute(0, 2, 3, 1).view(n * ho * wo, k)  # (N*H'*W') x K
+        if stride == (1, 1):
+            gxm = gx.permute(0, 2, 3, 1).view(n * h * wd, c)
+            for a, b, out in zip(
+                _split(gm, kg, 1, groups), _split(w, kg, 0, groups), _split(gxm, cg, 1, groups), strict=True
+            ):
+                mm(a, b, out)  # dY_g (NHW x K/G) @ W_g (K/G x C/G) -> dX_g
+            return gx
+        rows, blocks = _row_blocks(gx, n, ho, c * wo)
+        buf = gx.new_empty((rows * wo, c))
+        for i, r0, r1 in blocks:
+            m = (r1 - r0) * wo
+            base = (i * ho + r0) * wo
+            for a, b, out in zip(
+                _split(gm[base : base + m], kg, 1, groups),
+                _split(w, kg, 0, groups),
+                _split(buf[:m], cg, 1, groups),
+                strict=True,
+            ):
+                mm(a, b, out)
+            _strided_rows(gx, i, r0, r1, stride).permute(1, 2, 0).copy_(buf[:m].view(r1 - r0, wo, c))
+        return gx
+    gm = grad.view(n, k, ho * wo)
+    wt = _split(w, kg, 0, groups)
+    wt = tuple(t.t() for t in wt)  # C/G x K/G views: the transposed filters
+    if stride == (1, 1):
+        gxm = gx.view(n, c, h * wd)
+        for a, b, out in zip(wt, _split(gm, kg, 1, groups), _split(gxm, cg, 1, groups), strict=True):
+            mm(a, b, out)  # W_g^T (C/G x K/G) @ dY[:, g] (N x K/G x H'W') -> dX[:, g]
+        return gx
+    rows, blocks = _row_blocks(gx, n, ho, c * wo)
+    buf = gx.new_empty((c, rows * wo))
+    for i, r0, r1 in blocks:
+        m = (r1 - r0) * wo
+        for a, b, out in zip(
+            wt,
+            _split(gm[i, :, r0 * wo : r1 * wo], kg, 0, groups),
+            _split(buf[:, :m], cg, 0, groups),
+            strict=True,
+        ):
+            mm(a, b, out)
+        _strided_rows(gx, i, r0, r1, stride).copy_(buf[:, :m].view(c, r1 - r0, wo))
+    return gx
+
+
+def _grad_weight_gemm(
+    mm: Matmul, grad: Tensor, x: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
+) -> Tensor:
+    """grad_W = sum over every kept pixel of grad_y (K) times x (C), per group: one K/G x C/G block each."""
+    n, k, ho, wo = grad.shape
+    c = x.shape[1]
+    cg, kg = c // groups, k // groups
+    gw = torch.empty((k, cg), dtype=grad.dtype, device=grad.device)
+    if grad.numel() == 0 or cg == 0:
+        return gw.zero_()
+    gws = _split(gw, kg, 0, groups)
+    if channels_last and stride == (1, 1):
+        gm = grad.permute(0, 2, 3, 1).view(n * ho * wo, k)
+        xm = x.permute(0, 2, 3, 1).view(n * ho * wo, c)  # the whole batch is one matrix: one GEMM per group
+        for a, b, out in zip(_split(gm, kg, 1, groups), _split(xm, cg, 1, groups), gws, strict=True):
+            mm(a.t(), b, out)  # dY_g^T (K/G x NHW) @ X_g (NHW x C/G)
+        return gw
+    if not channels_last and stride == (1, 1) and n == 1:
+        for a, b, out in zip(
+            _split(grad.view(k, ho * wo), kg, 0, groups),
+            _split(x.view(c, ho * wo), cg, 0, groups),
+            gws,
+            strict=True,
+        ):
+            mm(a, b.t(), out)  # dY_g (K/G x HW) @ X_g^T (HW x C/G)
+        return gw
+    # a sum of many products: each lands in a weight-sized scratch (either BLAS can fill it) and is
+    # added to the total, which low-precision dtypes keep in float32
+    acc = torch.zeros(
+        (k, cg),
+        dtype=torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype,
+        device=grad.device,
+    )
+    accs = _split(acc, kg, 0, groups)
+    tmp = _split(gw, kg, 0, groups)  # gw doubles as the scratch until the end
+    if channels_last:
+        gm = grad.permute(0, 2, 3, 1).view(n * ho * wo, k)
+        rows, blocks = _row_blocks(x, n, ho, c * wo)
+        buf = x.new_empty((rows * wo, c))
+        for i, r0, r1 in blocks:
+            m = (r1 - r0) * wo
+            buf[:m].view(r1 - r0, wo, c).copy_(_strided_rows(x, i, r0, r1, stride).permute(1, 2, 0))
+            base = (i * ho + r0) * wo
+            for a, b, t, s in zip(
+                _split(gm[base : base + m], kg, 1, groups),
+                _split(buf[:m], cg, 1, groups),
+                tmp,
+                accs,
+                strict=True,
+            ):
+                mm(a.t(), b, t)
+                s.add_(t)
+        return gw.copy_(acc)
+    gm = grad.view(n, k, ho * wo)
+    if stride == (1, 1):
+        xm = x.view(n, c, ho * wo)
+        for i in range(n):  # image by image: never an N x K x C temporary
+            for a, b, t, s in zip(
+                _split(gm[i], kg, 0, groups), _split(xm[i], cg, 0, groups), tmp, accs, strict=True
+            ):
+                mm(a, b.t(), t)
+                s.add_(t)
+        return gw.copy_(acc)
+    rows, blocks = _row_blocks(x, n, ho, c * wo)
+    buf = x.new_empty((c, rows * wo))
+    for i, r0, r1 in blocks:
+        m = (r1 - r0) * wo
+        buf[:, :m].view(c, r1 - r0, wo).copy_(_strided_rows(x, i, r0, r1, stride))
+        for a, b, t, s in zip(
+            _split(gm[i, :, r0 * wo : r1 * wo], kg, 0, groups),
+            _split(buf[:, :m], cg, 0, groups),
+            tmp,
+            accs,
+            strict=True,
+        ):
+            mm(a, b.t(), t)
+            s.add_(t)
+    return gw.copy_(acc)
+
+
+def _onednn_backward(
+    grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, which: int
+) -> Tensor:
+    mask = [which == 0, which == 1, False]
+    w4 = w.view(*w.shape, 1, 1)
+    res = torch.ops.aten.convolution_backward(
+        grad, x, w4, None, list(stride), [0, 0], [1, 1], False, [0, 0], groups, mask
+    )
+    return res[which] if which == 0 else res[1].view(w.shape)
 
 
 class _Conv1x1Function(torch.autograd.Function):
@@ -238,39 +540,46 @@ class _Conv1x1Function(torch.autograd.Function):
         stride: tuple[int, int],
         groups: int,
         activation: str | None,
+        channels_last: bool,
     ) -> Tensor:
-        channels_last = _is_channels_last(x)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        xs = x if stride == (1, 1) else x[:, :, :: stride[0], :: stride[1]]
-        if not xs.is_contiguous(memory_format=fmt):
-            # a strided view (or an unusual input) is packed once, in the input's own layout
-            xs = xs.contiguous(memory_format=fmt)
-        y = _forward(xs, w, bias, groups, activation, channels_last)
-        ctx.save_for_backward(xs, w, y if activation is not None else None)
-        ctx.conf = (tuple(x.shape), stride, groups, activation, bias is not None, channels_last)
+        fmt = _format(channels_last)
+        if not x.is_contiguous(memory_format=fmt):
+            x = x.contiguous(memory_format=fmt)  # an unusual input (a sliced view, say): packed once
+        w = w.contiguous()
+        y = _forward(x, w, bias, stride, groups, activation, channels_last)
+        ctx.save_for_backward(x, w, y if activation is not None else None)
+        ctx.conf = (stride, groups, activation, bias is not None, channels_last)
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        xs, w, y = ctx.saved_tensors
-        in_shape, stride, groups, activation, has_bias, channels_last = ctx.conf
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        grad = _activation_grad(grad, y, activation).contiguous(memory_format=fmt)
+        x, w, y = ctx.saved_tensors
+        stride, groups, activation, has_bias, channels_last = ctx.conf
+        fmt = _format(channels_last)
+        grad = _activation_grad(grad, y, activation)
+        if not grad.is_contiguous(memory_format=fmt):
+            grad = grad.contiguous(memory_format=fmt)
+        key = (channels_last, *x.shape, w.shape[0], stride, groups)
+        onednn = _onednn_ok(x, w, channels_last)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gxs = _grad_input(grad, w, groups, channels_last)
-            if stride == (1, 1):
-                gx = gxs
-            else:
-                gx = grad.new_zeros(in_shape)
-                if channels_last:
-                    gx = gx.contiguous(memory_format=torch.channels_last)
-                gx[:, :, :: stride[0], :: stride[1]] = gxs
+            shape = tuple(x.shape)
+            cands = _gemm_candidates(
+                grad, lambda mm: _grad_input_gemm(mm, grad, w, shape, stride, groups, channels_last)
+            )
+            if onednn:
+                cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 0)
+            gx = _fastest(("grad_input", *key), grad, cands)
         if ctx.needs_input_grad[1]:
-            gw = _grad_weight(grad, xs, groups, channels_last)
+            cands = _gemm_candidates(
+                grad, lambda mm: _grad_weight_gemm(mm, grad, x, stride, groups, channels_last)
+            )
+            if onednn:
+                cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 1)
+            gw = _fastest(("grad_weight", *key), grad, cands)
         if has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum(dim=(0, 2, 3))
-        return gx, gw, gb, None, None, None
+        return gx, gw, gb, None, None, None, None
 
 
 def conv1x1(
@@ -304,5 +613,11 @@ def conv1x1(
             tensors on different devices, an unknown activation.
     """
     x, w, bias, stride_pair, groups, activation = _check(x, weight, bias, stride, groups, activation)
-    y = _Conv1x1Function.apply(x, w, bias, stride_pair, groups, activation)
+    channels_last = _is_channels_last(x)
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or w.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
+        return _forward(x, w, bias, stride_pair, groups, activation, channels_last)
+    y: Tensor = _Conv1x1Function.apply(x, w, bias, stride_pair, groups, activation, channels_last)
     return y
