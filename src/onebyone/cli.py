@@ -128,6 +128,9 @@ def _train_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed for weights, shuffles, augmentation, dropout (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads per process (default 1: faster for these small models, and safe "
+                   "on a busy machine; use torchrun for more cores)")
 
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
@@ -153,7 +156,7 @@ def _train_run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, weight_decay=args.weight_decay, augment=args.augment, seed=args.seed,
-                         subset=args.subset, device=args.device)
+                         subset=args.subset, device=args.device, threads=args.threads)
     train(config, args.out, resume=args.resume, progress=not args.quiet and sys.stderr.isatty(),
           log=lambda line: print(line, flush=True))
     return 0
@@ -201,7 +204,7 @@ def _compare_run(args: argparse.Namespace) -> int:
         if not ablations:
             raise UsageError(f"--ablations expects suffixes such as no1x1,fc, got {args.ablations!r}")
     result = compare(args.model, args.data, args.out, ablations=ablations, epochs=args.epochs, seed=args.seed,
-                     resume=args.resume, progress=not args.quiet and sys.stderr.isatty(),
+                     threads=args.threads, resume=args.resume, progress=not args.quiet and sys.stderr.isatty(),
                      log=lambda line: print(line, flush=True))
     print()
     sys.stdout.write(result.table())

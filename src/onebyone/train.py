@@ -78,6 +78,11 @@ class TrainConfig:
         seed: weights, shuffles, augmentation and dropout all follow from it.
         subset: train on the first ``subset`` training images only (tests, quick looks).
         device: ``"cpu"``, ``"cuda"``, or ``None`` for CUDA when available.
+        threads: CPU threads per process (``torch.set_num_threads``) while training; ``None``
+            means 1. The models here are small: on 8 x 8 and 28 x 28 images each operation is
+            too short to share between threads, and on a busy machine a second thread that
+            waits for a core made a training step 20 times slower (see BENCHMARKS.md). For
+            more cores, run more processes (``torchrun --nproc-per-node N``).
     """
 
     model: str = "nin_digits"
@@ -91,6 +96,7 @@ class TrainConfig:
     seed: int = 0
     subset: int | None = None
     device: str | None = None
+    threads: int | None = None
 
 
 #: Defaults per data set (by :attr:`Dataset.name`), chosen on this project's benchmarks
@@ -476,15 +482,21 @@ def train(
     Under ``torchrun`` this trains data-parallel; only rank 0 writes files or logs.
     """
     out = Path(out)
+    threads = 1 if config.threads is None else config.threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {config.threads!r}")
     dist = _dist_from_env()
     if dist.active:
         import torch.distributed as tdist
 
         if not tdist.is_initialized():
             tdist.init_process_group("nccl" if _device_for(config.device, dist).type == "cuda" else "gloo")
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return _train(config, out, resume, progress, log, dataset, dist)
     finally:
+        torch.set_num_threads(threads_before)
         if dist.active:
             import torch.distributed as tdist
 
@@ -692,6 +704,16 @@ class CompareResult:
     out: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def plot(self) -> Path:
+        """The bar chart of the rows (``out/compare.png``)."""
+        return self.out / "compare.png"
+
+    @property
+    def json_path(self) -> Path:
+        """The rows as JSON (``out/compare.json``)."""
+        return self.out / "compare.json"
+
     def table(self) -> str:
         head = f"{'model':<24} {'test acc':>9} {'params':>11} {'M MACs':>9} {'seconds':>8}  change"
         lines = [head, "-" * len(head)]
@@ -709,6 +731,7 @@ def compare(
     ablations: Iterable[str] | None = None,
     epochs: int | None = None,
     seed: int = 0,
+    threads: int | None = None,
     resume: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
@@ -737,8 +760,8 @@ def compare(
     for name in [model, *names]:
         say = log if log is not None else (lambda _line: None)
         say(f"--- {name}")
-        run = train(TrainConfig(model=name, data=data, epochs=epochs, seed=seed), out / name, resume=resume,
-                    progress=progress, log=log, dataset=dataset)
+        config = TrainConfig(model=name, data=data, epochs=epochs, seed=seed, threads=threads)
+        run = train(config, out / name, resume=resume, progress=progress, log=log, dataset=dataset)
         suffix = name[len(model) + 1 :] if name != model else ""
         result.rows.append({
             "model": name,
