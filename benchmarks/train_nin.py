@@ -77,7 +77,8 @@ def main() -> int:
                 print(line, file=sys.stderr, flush=True)
             rows.append((name, accs, secs, run.metrics["params"], run.metrics["macs"], run.metrics["epochs"]))
 
-    print(f"Machine: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+    threads = run.metrics["threads"]  # what training ran with (TrainConfig.threads)
+    print(f"Machine: {_cpu_name()}, {os.cpu_count()} cores, {threads} torch thread(s) per run, "
           f"torch {torch.__version__}; load average (1, 5, 15 min) {load_before} before, {_load()} after.")
     print(f"Data: {dataset!r}. Seeds: {' '.join(map(str, args.seeds))}. Defaults of onebyone.train "
           f"(epochs {rows[0][5]}).\n")
