@@ -248,22 +248,51 @@ def _gemm_candidates(like: Tensor, run: Callable[[Matmul], R]) -> dict[str, Call
 # ---------------------------------------------------------------------- strided input
 #
 # With stride > 1 the kept pixels are no longer evenly spaced in memory (NCHW) or not one
-# matrix (channels_last), so a GEMM cannot read them in place. They are gathered a few
-# output rows at a time into a small buffer (at most 1/16 of the input, at most 2 MiB),
-# never the whole subsampled input at once.
+# matrix (channels_last), so a GEMM cannot read them in place. They are gathered block by
+# block (whole images when they fit, else a few output rows of one image) into a buffer of at
+# most 1/16 of the input and at most 2 MiB: the subsampled input is never copied whole.
+
+Block = tuple[int, int, int, int]  # images i0:i1, output rows r0:r1
 
 
-def _row_blocks(x: Tensor, n: int, ho: int, row_elems: int) -> tuple[int, list[tuple[int, int, int]]]:
-    """Buffer rows and the (image, first row, end row) blocks that fill it in turn."""
-    budget = min(2 * 2**20, x.numel() * x.element_size() // 16)
-    rows = min(ho, max(1, budget // max(1, row_elems * x.element_size())))
-    return rows, [(i, r0, min(ho, r0 + rows)) for i in range(n) for r0 in range(0, ho, rows)]
+def _blocks(x: Tensor, n: int, ho: int, row_elems: int) -> tuple[int, list[Block]]:
+    """The buffer's size in output rows, and the blocks that fill it in turn."""
+    row = row_elems * x.element_size()
+    budget = max(row, min(2 * 2**20, x.numel() * x.element_size() // 16))
+    if ho * row <= budget:  # whole images, as many as fit
+        step = budget // (ho * row)
+        return step * ho, [(i, min(n, i + step), 0, ho) for i in range(0, n, step)]
+    step = budget // row
+    return step, [(i, i + 1, r0, min(ho, r0 + step)) for i in range(n) for r0 in range(0, ho, step)]
 
 
-def _strided_rows(x: Tensor, i: int, r0: int, r1: int, stride: tuple[int, int]) -> Tensor:
-    """Image i's input rows that feed output rows r0..r1, every stride-th column: C x rows x W'."""
-    sh, sw = stride
-    return x[i, :, r0 * sh : (r1 - 1) * sh + 1 : sh, ::sw]
+def _strided(x: Tensor, blk: Block, stride: tuple[int, int]) -> Tensor:
+    """The input pixels that feed block blk's outputs: images x C x rows x W' (a view)."""
+    (i0, i1, r0, r1), (sh, sw) = blk, stride
+    return x[i0:i1, :, r0 * sh : (r1 - 1) * sh + 1 : sh, ::sw]
+
+
+def _pack(
+    x: Tensor, buf: Tensor, blk: Block, stride: tuple[int, int], wo: int, channels_last: bool
+) -> Tensor:
+    """Block blk's input pixels copied into buf: (pixels x C) channels_last, (images x C x pixels) NCHW."""
+    i0, i1, r0, r1 = blk
+    nb, rows, c = i1 - i0, r1 - r0, x.shape[1]
+    if channels_last:
+        packed = buf[: nb * rows * wo * c].view(nb * rows * wo, c)  # pixels x C
+        packed.view(nb, rows, wo, c).copy_(_strided(x, blk, stride).permute(0, 2, 3, 1))
+        return packed
+    packed = buf[: nb * c * rows * wo].view(nb, c, rows * wo)
+    packed.view(nb, c, rows, wo).copy_(_strided(x, blk, stride))
+    return packed
+
+
+def _block_rows(ym: Tensor, blk: Block, ho: int, wo: int, channels_last: bool) -> Tensor:
+    """Block blk's part of an output matrix: pixels x K (channels_last) or images x K x pixels (NCHW)."""
+    i0, i1, r0, r1 = blk
+    if channels_last:
+        return ym[(i0 * ho + r0) * wo : ((i1 - 1) * ho + r1) * wo]  # consecutive pixels of the batch
+    return ym[i0:i1, :, r0 * wo : r1 * wo]
 
 
 # ------------------------------------------------------------------------- forward
@@ -279,6 +308,12 @@ def _epilogue_(ym: Tensor, bias: Tensor | None, activation: str | None, channels
         ym.clamp_(min=0, max=6)
 
 
+def _matrix(t: Tensor, channels_last: bool) -> Tensor:
+    """t (N x C x H x W) as the matrix the GEMMs see: (N*H*W) x C channels_last, N x C x (H*W) NCHW."""
+    n, c, h, w = t.shape
+    return t.permute(0, 2, 3, 1).view(n * h * w, c) if channels_last else t.view(n, c, h * w)
+
+
 def _forward_gemm(
     mm: Matmul, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
 ) -> Tensor:
@@ -290,51 +325,30 @@ def _forward_gemm(
     y = torch.empty((n, k, ho, wo), dtype=x.dtype, device=x.device, memory_format=_format(channels_last))
     if y.numel() == 0:
         return y
-    if channels_last:
-        ym = y.permute(0, 2, 3, 1).view(n * ho * wo, k)  # (N*H'*W') x K
-        wt = w.t()  # C/G x K
-        if stride == (1, 1):
-            xm = x.permute(0, 2, 3, 1).view(n * h * wd, c)  # the whole batch is one (N*H*W) x C matrix
-            for a, b, out in zip(
-                _split(xm, cg, 1, groups), _split(wt, kg, 1, groups), _split(ym, kg, 1, groups), strict=True
-            ):
-                mm(a, b, out)  # X_g (NHW x C/G) @ W_g^T (C/G x K/G) -> Y_g, a column block
-            return y
-        rows, blocks = _row_blocks(x, n, ho, c * wo)
-        buf = x.new_empty((rows * wo, c))  # channels innermost, as in the input
-        for i, r0, r1 in blocks:
-            m = (r1 - r0) * wo
-            buf[:m].view(r1 - r0, wo, c).copy_(_strided_rows(x, i, r0, r1, stride).permute(1, 2, 0))
-            base = (i * ho + r0) * wo
-            for a, b, out in zip(
-                _split(buf[:m], cg, 1, groups),
-                _split(wt, kg, 1, groups),
-                _split(ym[base : base + m], kg, 1, groups),
+    ym = _matrix(y, channels_last)
+
+    def product(xm: Tensor, out: Tensor) -> None:
+        if channels_last:  # X_g (pixels x C/G) @ W_g^T (C/G x K/G) -> Y_g, a column block
+            for a, b, o in zip(
+                _split(xm, cg, 1, groups),
+                _split(w.t(), kg, 1, groups),
+                _split(out, kg, 1, groups),
                 strict=True,
             ):
-                mm(a, b, out)
-        return y
-    ym = y.view(n, k, ho * wo)  # N x K x H'W'
+                mm(a, b, o)
+        else:  # W_g (K/G x C/G) @ X[:, g] (images x C/G x pixels) -> Y[:, g]
+            for a, b, o in zip(
+                _split(w, kg, 0, groups), _split(xm, cg, 1, groups), _split(out, kg, 1, groups), strict=True
+            ):
+                mm(a, b, o)
+
     if stride == (1, 1):
-        xm = x.view(n, c, h * wd)  # each image is already a C x HW matrix
-        for a, b, out in zip(
-            _split(w, kg, 0, groups), _split(xm, cg, 1, groups), _split(ym, kg, 1, groups), strict=True
-        ):
-            mm(a, b, out)  # W_g (K/G x C/G) @ X[:, g] (N x C/G x HW) -> Y[:, g] (N x K/G x HW)
+        product(_matrix(x, channels_last), ym)  # the input as it lies in memory: no copy
         return y
-    rows, blocks = _row_blocks(x, n, ho, c * wo)
-    buf = x.new_empty((c, rows * wo))
-    for i, r0, r1 in blocks:
-        m = (r1 - r0) * wo
-        buf[:, :m].view(c, r1 - r0, wo).copy_(_strided_rows(x, i, r0, r1, stride))
-        out_rows = ym[i, :, r0 * wo : r1 * wo]  # K x m, rows H'W' apart
-        for a, b, out in zip(
-            _split(w, kg, 0, groups),
-            _split(buf[:, :m], cg, 0, groups),
-            _split(out_rows, kg, 0, groups),
-            strict=True,
-        ):
-            mm(a, b, out)
+    rows, blocks = _blocks(x, n, ho, c * wo)
+    buf = x.new_empty(rows * wo * c)
+    for blk in blocks:
+        product(_pack(x, buf, blk, stride, wo, channels_last), _block_rows(ym, blk, ho, wo, channels_last))
     return y
 
 
@@ -356,9 +370,7 @@ def _forward(
         w4 = w.view(*w.shape, 1, 1)
         candidates["onednn"] = lambda: F.conv2d(x, w4, None, stride, 0, 1, groups)
     y = _fastest(("forward", channels_last, *x.shape, w.shape[0], stride, groups), x, candidates)
-    n, k, ho, wo = y.shape
-    ym = y.permute(0, 2, 3, 1).view(n * ho * wo, k) if channels_last else y.view(n, k, ho * wo)
-    _epilogue_(ym, bias, activation, channels_last)
+    _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
     return y
 
 
@@ -386,56 +398,43 @@ def _grad_input_gemm(
 ) -> Tensor:
     """grad_x = W^T applied at every kept pixel; zero at the pixels the stride skipped."""
     n, k, ho, wo = grad.shape
-    _, c, h, wd = in_shape
+    c = in_shape[1]
     cg, kg = c // groups, k // groups
     gx = torch.empty(in_shape, dtype=grad.dtype, device=grad.device, memory_format=_format(channels_last))
     if stride != (1, 1):
         gx.zero_()  # the skipped pixels
     if gx.numel() == 0 or grad.numel() == 0:
         return gx
-    if channels_last:
-        gm = grad.permute(0, 2, 3, 1).view(n * ho * wo, k)  # (N*H'*W') x K
-        if stride == (1, 1):
-            gxm = gx.permute(0, 2, 3, 1).view(n * h * wd, c)
-            for a, b, out in zip(
-                _split(gm, kg, 1, groups), _split(w, kg, 0, groups), _split(gxm, cg, 1, groups), strict=True
+    gm = _matrix(grad, channels_last)
+
+    def product(gmb: Tensor, out: Tensor) -> None:
+        if channels_last:  # dY_g (pixels x K/G) @ W_g (K/G x C/G) -> dX_g, a column block
+            for a, b, o in zip(
+                _split(gmb, kg, 1, groups), _split(w, kg, 0, groups), _split(out, cg, 1, groups), strict=True
             ):
-                mm(a, b, out)  # dY_g (NHW x K/G) @ W_g (K/G x C/G) -> dX_g
-            return gx
-        rows, blocks = _row_blocks(gx, n, ho, c * wo)
-        buf = gx.new_empty((rows * wo, c))
-        for i, r0, r1 in blocks:
-            m = (r1 - r0) * wo
-            base = (i * ho + r0) * wo
-            for a, b, out in zip(
-                _split(gm[base : base + m], kg, 1, groups),
-                _split(w, kg, 0, groups),
-                _split(buf[:m], cg, 1, groups),
-                strict=True,
+                mm(a, b, o)
+        else:  # W_g^T (C/G x K/G) @ dY[:, g] (images x K/G x pixels) -> dX[:, g]
+            for a, b, o in zip(
+                _split(w, kg, 0, groups), _split(gmb, kg, 1, groups), _split(out, cg, 1, groups), strict=True
             ):
-                mm(a, b, out)
-            _strided_rows(gx, i, r0, r1, stride).permute(1, 2, 0).copy_(buf[:m].view(r1 - r0, wo, c))
-        return gx
-    gm = grad.view(n, k, ho * wo)
-    wt = _split(w, kg, 0, groups)
-    wt = tuple(t.t() for t in wt)  # C/G x K/G views: the transposed filters
+                mm(a.t(), b, o)
+
     if stride == (1, 1):
-        gxm = gx.view(n, c, h * wd)
-        for a, b, out in zip(wt, _split(gm, kg, 1, groups), _split(gxm, cg, 1, groups), strict=True):
-            mm(a, b, out)  # W_g^T (C/G x K/G) @ dY[:, g] (N x K/G x H'W') -> dX[:, g]
+        product(gm, _matrix(gx, channels_last))
         return gx
-    rows, blocks = _row_blocks(gx, n, ho, c * wo)
-    buf = gx.new_empty((c, rows * wo))
-    for i, r0, r1 in blocks:
-        m = (r1 - r0) * wo
-        for a, b, out in zip(
-            wt,
-            _split(gm[i, :, r0 * wo : r1 * wo], kg, 0, groups),
-            _split(buf[:, :m], cg, 0, groups),
-            strict=True,
-        ):
-            mm(a, b, out)
-        _strided_rows(gx, i, r0, r1, stride).copy_(buf[:, :m].view(c, r1 - r0, wo))
+    rows, blocks = _blocks(gx, n, ho, c * wo)
+    buf = gx.new_empty(rows * wo * c)
+    for blk in blocks:
+        i0, i1, r0, r1 = blk
+        nb, nr = i1 - i0, r1 - r0
+        if channels_last:
+            out = buf[: nb * nr * wo * c].view(nb * nr * wo, c)
+            product(_block_rows(gm, blk, ho, wo, True), out)
+            _strided(gx, blk, stride).permute(0, 2, 3, 1).copy_(out.view(nb, nr, wo, c))
+        else:
+            out = buf[: nb * c * nr * wo].view(nb, c, nr * wo)
+            product(_block_rows(gm, blk, ho, wo, False), out)
+            _strided(gx, blk, stride).copy_(out.view(nb, c, nr, wo))
     return gx
 
 
@@ -449,74 +448,67 @@ def _grad_weight_gemm(
     gw = torch.empty((k, cg), dtype=grad.dtype, device=grad.device)
     if grad.numel() == 0 or cg == 0:
         return gw.zero_()
-    gws = _split(gw, kg, 0, groups)
-    if channels_last and stride == (1, 1):
-        gm = grad.permute(0, 2, 3, 1).view(n * ho * wo, k)
-        xm = x.permute(0, 2, 3, 1).view(n * ho * wo, c)  # the whole batch is one matrix: one GEMM per group
-        for a, b, out in zip(_split(gm, kg, 1, groups), _split(xm, cg, 1, groups), gws, strict=True):
-            mm(a.t(), b, out)  # dY_g^T (K/G x NHW) @ X_g (NHW x C/G)
-        return gw
-    if not channels_last and stride == (1, 1) and n == 1:
-        for a, b, out in zip(
-            _split(grad.view(k, ho * wo), kg, 0, groups),
-            _split(x.view(c, ho * wo), cg, 0, groups),
-            gws,
+    gm = _matrix(grad, channels_last)
+    if channels_last and stride == (1, 1):  # the whole batch is one matrix: one GEMM per group
+        for a, b, o in zip(
+            _split(gm, kg, 1, groups),
+            _split(_matrix(x, True), cg, 1, groups),
+            _split(gw, kg, 0, groups),
             strict=True,
         ):
-            mm(a, b.t(), out)  # dY_g (K/G x HW) @ X_g^T (HW x C/G)
+            mm(a.t(), b, o)  # dY_g^T (K/G x NHW) @ X_g (NHW x C/G)
         return gw
-    # a sum of many products: each lands in a weight-sized scratch (either BLAS can fill it) and is
-    # added to the total, which low-precision dtypes keep in float32
-    acc = torch.zeros(
-        (k, cg),
-        dtype=torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype,
-        device=grad.device,
-    )
-    accs = _split(acc, kg, 0, groups)
-    tmp = _split(gw, kg, 0, groups)  # gw doubles as the scratch until the end
-    if channels_last:
-        gm = grad.permute(0, 2, 3, 1).view(n * ho * wo, k)
-        rows, blocks = _row_blocks(x, n, ho, c * wo)
-        buf = x.new_empty((rows * wo, c))
-        for i, r0, r1 in blocks:
-            m = (r1 - r0) * wo
-            buf[:m].view(r1 - r0, wo, c).copy_(_strided_rows(x, i, r0, r1, stride).permute(1, 2, 0))
-            base = (i * ho + r0) * wo
-            for a, b, t, s in zip(
-                _split(gm[base : base + m], kg, 1, groups),
-                _split(buf[:m], cg, 1, groups),
-                tmp,
-                accs,
+    if not channels_last and stride == (1, 1) and n == 1:  # one image: one GEMM per group
+        for a, b, o in zip(
+            _split(gm[0], kg, 0, groups),
+            _split(_matrix(x, False)[0], cg, 0, groups),
+            _split(gw, kg, 0, groups),
+            strict=True,
+        ):
+            mm(a, b.t(), o)  # dY_g (K/G x HW) @ X_g^T (HW x C/G)
+        return gw
+    # A sum of products over blocks (and, NCHW, over the images of a block): each product lands in
+    # a scratch (either BLAS can fill it) of at most 1/16 of the input, and is added to the total,
+    # which float16/bfloat16 keep in float32.
+    low = grad.dtype in (torch.float16, torch.bfloat16)
+    acc = torch.zeros((k, cg), dtype=torch.float32, device=grad.device) if low else gw.zero_()
+    unit = k * cg * grad.element_size()
+    per_scratch = max(1, min(n, max(unit, x.numel() * x.element_size() // 16) // unit))
+    scratch = grad.new_empty((per_scratch if not channels_last else 1, k, cg))
+
+    def accumulate(gmb: Tensor, xmb: Tensor) -> None:
+        if channels_last:  # pixels x K and pixels x C: dY^T @ X
+            for a, b, o in zip(
+                _split(gmb, kg, 1, groups),
+                _split(xmb, cg, 1, groups),
+                _split(scratch[0], kg, 0, groups),
                 strict=True,
             ):
-                mm(a.t(), b, t)
-                s.add_(t)
-        return gw.copy_(acc)
-    gm = grad.view(n, k, ho * wo)
-    if stride == (1, 1):
-        xm = x.view(n, c, ho * wo)
-        for i in range(n):  # image by image: never an N x K x C temporary
-            for a, b, t, s in zip(
-                _split(gm[i], kg, 0, groups), _split(xm[i], cg, 0, groups), tmp, accs, strict=True
+                mm(a.t(), b, o)
+            acc.add_(scratch[0])
+            return
+        for s0 in range(0, gmb.shape[0], per_scratch):  # images x K x P and images x C x P: dY @ X^T
+            s1 = min(gmb.shape[0], s0 + per_scratch)
+            part = scratch[: s1 - s0]
+            for a, b, o in zip(
+                _split(gmb[s0:s1], kg, 1, groups),
+                _split(xmb[s0:s1], cg, 1, groups),
+                _split(part, kg, 1, groups),
+                strict=True,
             ):
-                mm(a, b.t(), t)
-                s.add_(t)
-        return gw.copy_(acc)
-    rows, blocks = _row_blocks(x, n, ho, c * wo)
-    buf = x.new_empty((c, rows * wo))
-    for i, r0, r1 in blocks:
-        m = (r1 - r0) * wo
-        buf[:, :m].view(c, r1 - r0, wo).copy_(_strided_rows(x, i, r0, r1, stride))
-        for a, b, t, s in zip(
-            _split(gm[i, :, r0 * wo : r1 * wo], kg, 0, groups),
-            _split(buf[:, :m], cg, 0, groups),
-            tmp,
-            accs,
-            strict=True,
-        ):
-            mm(a, b.t(), t)
-            s.add_(t)
-    return gw.copy_(acc)
+                mm(a, b.transpose(1, 2), o)
+            acc.add_(part.sum(0) if s1 - s0 > 1 else part[0])
+
+    if stride == (1, 1):
+        accumulate(gm, _matrix(x, channels_last))
+    else:
+        rows, blocks = _blocks(x, n, ho, c * wo)
+        buf = x.new_empty(rows * wo * c)
+        for blk in blocks:
+            accumulate(
+                _block_rows(gm, blk, ho, wo, channels_last), _pack(x, buf, blk, stride, wo, channels_last)
+            )
+    return gw.copy_(acc) if low else gw
 
 
 def _onednn_backward(
