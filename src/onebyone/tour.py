@@ -287,22 +287,24 @@ def run_tour(
     ctx = _Context(out=out, quick=quick, seed=seed, log=log)
     result = TourResult(out=out, report=out / "index.html")
     start = time.perf_counter()
-    for i, (label, step) in enumerate(_STEPS, 1):
-        print(f"[{i}/{len(_STEPS)}] {label} ...", file=log, flush=True)
-        t0 = time.perf_counter()
-        try:
+    i, label = 0, ""
+    try:
+        for i, (label, step) in enumerate(_STEPS, 1):
+            print(f"[{i}/{len(_STEPS)}] {label} ...", file=log, flush=True)
+            t0 = time.perf_counter()
             section = step(ctx)
-        except KeyboardInterrupt:
-            result.interrupted = True
+            section.lines.append(f"This step took {time.perf_counter() - t0:.1f} s.")
+            result.sections.append(section)
+            for line in section.lines:
+                print(f"    {line}", file=log)
+            _write_report(out, result.sections, "In progress.")
+    except KeyboardInterrupt:
+        # Ctrl-C anywhere in a step, its printing or its report: keep what finished
+        result.interrupted = True
+        if len(result.sections) < i:  # the step itself was cut short
             result.sections.append(
                 Section(label, ["Interrupted before this step finished."], status="interrupted")
             )
-            break
-        section.lines.append(f"This step took {time.perf_counter() - t0:.1f} s.")
-        result.sections.append(section)
-        for line in section.lines:
-            print(f"    {line}", file=log)
-        _write_report(out, result.sections, "In progress.")
     result.seconds = time.perf_counter() - start
     note = (
         f"Interrupted after {result.seconds:.0f} s; the sections above are what finished."
