@@ -21,6 +21,7 @@ single-process step on the whole batch. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,7 +29,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 from .data import Dataset, load_dataset
 from .layers import Conv1x1
 from .models import ABLATIONS, ablations_of, create_model, list_models
+from .ops import set_backend
 
 __all__ = [
     "DATA_DEFAULTS",
@@ -460,6 +462,25 @@ def _tensors(dataset: Dataset, subset: int | None) -> tuple[Tensor, Tensor, Tens
             torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test))
 
 
+@contextlib.contextmanager
+def _pinned(threads: int) -> Iterator[None]:
+    """Run with ``threads`` CPU threads and conv1x1 on PyTorch's kernels; restore both after.
+
+    conv1x1's default picks a library per shape by timing them on first sight, so two runs (or
+    a run and its resumption) could pick differently and differ in the last bits. Pinning the
+    library and the thread count makes the same seed give the same weights, and a re-scoring
+    the same numbers.
+    """
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    backend_before = set_backend("torch")
+    try:
+        yield
+    finally:
+        set_backend(backend_before)
+        torch.set_num_threads(threads_before)
+
+
 def train(
     config: TrainConfig,
     out: str | Path,
@@ -491,12 +512,10 @@ def train(
 
         if not tdist.is_initialized():
             tdist.init_process_group("nccl" if _device_for(config.device, dist).type == "cuda" else "gloo")
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
-        return _train(config, out, resume, progress, log, dataset, dist)
+        with _pinned(threads):
+            return _train(config, out, resume, progress, log, dataset, dist)
     finally:
-        torch.set_num_threads(threads_before)
         if dist.active:
             import torch.distributed as tdist
 
@@ -682,7 +701,8 @@ def evaluate(
     dev = _device_for(device, _Dist())
     model.to(dev)
     _, _, x_test, y_test = _tensors(dataset, None)
-    loss, confusion = _score(model, x_test, y_test, dataset.num_classes, _Dist(), dev)
+    with _pinned(int(run_config.get("train", {}).get("threads") or 1)):  # as the run scored itself
+        loss, confusion = _score(model, x_test, y_test, dataset.num_classes, _Dist(), dev)
     correct = int(confusion.diagonal().sum())
     return {"model": run_config["model"], "data": data, "dataset": repr(dataset),
             "test_accuracy": correct / len(y_test), "test_loss": loss, "correct": correct,
