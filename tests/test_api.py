@@ -36,5 +36,9 @@ def test_dir_shows_public_names():
     # every public attribute is either in __all__ or a submodule
     import types
 
-    extra = {n for n in public_dir - set(onebyone.__all__) if not isinstance(getattr(onebyone, n), types.ModuleType)}
+    extra = {
+        n
+        for n in public_dir - set(onebyone.__all__)
+        if not isinstance(getattr(onebyone, n), types.ModuleType)
+    }
     assert extra == set()

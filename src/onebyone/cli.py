@@ -36,7 +36,9 @@ def _positive_int(text: str) -> int:
 
 
 # Each entry: (name, one-line help, add-arguments, run). Sections below append to it.
-_COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = []
+_COMMANDS: list[
+    tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = []
 
 
 # ------------------------------------------------------------------------ explain
@@ -53,15 +55,30 @@ def _port(text: str) -> int:
 
 
 def _explain_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print every example, its inputs and outputs, and the "
-                   "disagreements with the seed as one JSON document")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print every example, its inputs and outputs, and the "
+        "disagreements with the seed as one JSON document",
+    )
     p.add_argument("--out", metavar="DIR", help="write PNG figures of the examples to DIR")
-    p.add_argument("--html", metavar="DIR", help="write the interactive page (index.html and its files) to DIR")
-    p.add_argument("--serve", action="store_true",
-                   help="serve the page on 127.0.0.1 (from --html DIR, or a temporary folder) until Ctrl-C")
-    p.add_argument("--port", type=_port, default=None, help="port for --serve, 0 for any free port (default 8000)")
-    p.add_argument("--repeats", type=_positive_int, default=5,
-                   help="timed runs of the reduction example; the median is shown (default 5)")
+    p.add_argument(
+        "--html", metavar="DIR", help="write the interactive page (index.html and its files) to DIR"
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the page on 127.0.0.1 (from --html DIR, or a temporary folder) until Ctrl-C",
+    )
+    p.add_argument(
+        "--port", type=_port, default=None, help="port for --serve, 0 for any free port (default 8000)"
+    )
+    p.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=5,
+        help="timed runs of the reduction example; the median is shown (default 5)",
+    )
     p.add_argument("--no-timing", action="store_true", help="skip timing the reduction example")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -91,15 +108,21 @@ def _explain_run(args: argparse.Namespace) -> int:
         for path in explain.write_figures(doc, args.out):
             print(f"wrote {path}", file=info)
     if args.html is not None:
-        print(f"wrote {explain.write_page(doc, args.html)} (open it in a browser; it needs no network)", file=info)
+        print(
+            f"wrote {explain.write_page(doc, args.html)} (open it in a browser; it needs no network)",
+            file=info,
+        )
     if args.serve:
         with tempfile.TemporaryDirectory(prefix="onebyone-page-") as tmp:
             folder = args.html if args.html is not None else tmp
             if args.html is None:
                 explain.write_page(doc, folder)
             server = explain.page_server(folder, 8000 if args.port is None else args.port)
-            print(f"serving the page at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)", file=info,
-                  flush=True)
+            print(
+                f"serving the page at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)",
+                file=info,
+                flush=True,
+            )
             try:
                 server.serve_forever()
             except KeyboardInterrupt:
@@ -111,8 +134,12 @@ def _explain_run(args: argparse.Namespace) -> int:
 
 
 _COMMANDS.append(
-    ("explain", "the seed's examples of the 1x1 convolution, computed, drawn and interactive",
-     _explain_parser, _explain_run)
+    (
+        "explain",
+        "the seed's examples of the 1x1 convolution, computed, drawn and interactive",
+        _explain_parser,
+        _explain_run,
+    )
 )
 
 
@@ -120,45 +147,84 @@ _COMMANDS.append(
 
 
 def _train_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="digits",
-                   help="'digits' (the embedded 8x8 digits, default) or a folder of MNIST-format IDX files "
-                   "(train-images-idx3-ubyte[.gz], ...) or CIFAR-10 python batches")
-    p.add_argument("--epochs", type=_positive_int,
-                   help="passes over the training images (default: per data set)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed for weights, shuffles, augmentation, dropout (default 0)")
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (the embedded 8x8 digits, default) or a folder of MNIST-format IDX files "
+        "(train-images-idx3-ubyte[.gz], ...) or CIFAR-10 python batches",
+    )
+    p.add_argument(
+        "--epochs", type=_positive_int, help="passes over the training images (default: per data set)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for weights, shuffles, augmentation, dropout (default 0)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=_positive_int,
-                   help="CPU threads per process (default 1: faster for these small models, and safe "
-                   "on a busy machine; use torchrun for more cores)")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="CPU threads per process (default 1: faster for these small models, and safe "
+        "on a busy machine; use torchrun for more cores)",
+    )
 
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="nin_digits", help="a registered model (default nin_digits); see "
-                   "`python -c 'import onebyone; print(onebyone.list_models())'`")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="folder for the run: checkpoint, model.safetensors, config.json, metrics.json, plots")
+    p.add_argument(
+        "--model",
+        default="nin_digits",
+        help="a registered model (default nin_digits); see "
+        "`python -c 'import onebyone; print(onebyone.list_models())'`",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for the run: checkpoint, model.safetensors, config.json, metrics.json, plots",
+    )
     _train_common(p)
     p.add_argument("--batch-size", type=_positive_int, help="images per step, over all processes")
     p.add_argument("--lr", type=float, help="peak learning rate of SGD (Nesterov momentum 0.9)")
     p.add_argument("--weight-decay", type=float, help="L2 penalty on weights (not on biases or norms)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random shifts (and flips for CIFAR-10) of the training images (default: on)")
-    p.add_argument("--subset", type=_positive_int, metavar="N",
-                   help="train on the first N training images only")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random shifts (and flips for CIFAR-10) of the training images (default: on)",
+    )
+    p.add_argument(
+        "--subset", type=_positive_int, metavar="N", help="train on the first N training images only"
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in DIR from its last checkpoint (or start it if there is none)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in DIR from its last checkpoint (or start it if there is none)",
+    )
 
 
 def _train_run(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
-    config = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, weight_decay=args.weight_decay, augment=args.augment, seed=args.seed,
-                         subset=args.subset, device=args.device, threads=args.threads)
-    train(config, args.out, resume=args.resume, progress=not args.quiet and sys.stderr.isatty(),
-          log=lambda line: print(line, flush=True))
+    config = TrainConfig(
+        model=args.model,
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        augment=args.augment,
+        seed=args.seed,
+        subset=args.subset,
+        device=args.device,
+        threads=args.threads,
+    )
+    train(
+        config,
+        args.out,
+        resume=args.resume,
+        progress=not args.quiet and sys.stderr.isatty(),
+        log=lambda line: print(line, flush=True),
+    )
     return 0
 
 
@@ -178,21 +244,32 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:
-        print(f"{result['model']} on {result['dataset']}: test accuracy {100 * result['test_accuracy']:.2f}% "
-              f"({result['correct']}/{result['test_images']}), loss {result['test_loss']:.4f}")
+        print(
+            f"{result['model']} on {result['dataset']}: test accuracy {100 * result['test_accuracy']:.2f}% "
+            f"({result['correct']}/{result['test_images']}), loss {result['test_loss']:.4f}"
+        )
     return 0
 
 
 def _compare_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="nin_digits",
-                   help="the model whose ablations to train (default nin_digits)")
-    p.add_argument("--out", default="onebyone-compare", metavar="DIR",
-                   help="folder for the runs, compare.json and compare.png (default ./onebyone-compare)")
+    p.add_argument(
+        "--model", default="nin_digits", help="the model whose ablations to train (default nin_digits)"
+    )
+    p.add_argument(
+        "--out",
+        default="onebyone-compare",
+        metavar="DIR",
+        help="folder for the runs, compare.json and compare.png (default ./onebyone-compare)",
+    )
     _train_common(p)
-    p.add_argument("--ablations", metavar="A,B",
-                   help="comma-separated ablation suffixes, e.g. no1x1,fc (default: all registered)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue unfinished runs in DIR, reuse finished ones")
+    p.add_argument(
+        "--ablations",
+        metavar="A,B",
+        help="comma-separated ablation suffixes, e.g. no1x1,fc (default: all registered)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue unfinished runs in DIR, reuse finished ones"
+    )
 
 
 def _compare_run(args: argparse.Namespace) -> int:
@@ -203,22 +280,43 @@ def _compare_run(args: argparse.Namespace) -> int:
         ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
         if not ablations:
             raise UsageError(f"--ablations expects suffixes such as no1x1,fc, got {args.ablations!r}")
-    result = compare(args.model, args.data, args.out, ablations=ablations, epochs=args.epochs, seed=args.seed,
-                     threads=args.threads, resume=args.resume, progress=not args.quiet and sys.stderr.isatty(),
-                     log=lambda line: print(line, flush=True))
+    result = compare(
+        args.model,
+        args.data,
+        args.out,
+        ablations=ablations,
+        epochs=args.epochs,
+        seed=args.seed,
+        threads=args.threads,
+        resume=args.resume,
+        progress=not args.quiet and sys.stderr.isatty(),
+        log=lambda line: print(line, flush=True),
+    )
     print()
     sys.stdout.write(result.table())
     print(f"wrote {result.out / 'compare.json'} and {result.out / 'compare.png'}")
     return 0
 
 
-_COMMANDS.append(("train", "train a registered model on the embedded digits, MNIST-format files or CIFAR-10",
-                  _train_parser, _train_run))
-_COMMANDS.append(("evaluate", "score the weights of a training run on held-out images",
-                  _evaluate_parser, _evaluate_run))
-_COMMANDS.append(("compare", "train a model and its ablations alike and show them side by side",
-                  _compare_parser, _compare_run))
-
+_COMMANDS.append(
+    (
+        "train",
+        "train a registered model on the embedded digits, MNIST-format files or CIFAR-10",
+        _train_parser,
+        _train_run,
+    )
+)
+_COMMANDS.append(
+    ("evaluate", "score the weights of a training run on held-out images", _evaluate_parser, _evaluate_run)
+)
+_COMMANDS.append(
+    (
+        "compare",
+        "train a model and its ablations alike and show them side by side",
+        _compare_parser,
+        _compare_run,
+    )
+)
 
 
 # --------------------------------------------------------------------------- cost
@@ -246,19 +344,32 @@ def _hw(text: str) -> tuple[int, ...]:
 
 
 def _cost_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", metavar="MODEL",
-                   help="a registered model name, path/to/file.py:factory or package.module:factory "
-                   "(the factory is called with no arguments and returns an nn.Module)")
+    p.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="a registered model name, path/to/file.py:factory or package.module:factory "
+        "(the factory is called with no arguments and returns an nn.Module)",
+    )
     p.add_argument("--input", type=_chw, metavar="CxHxW", help="one sample's size, e.g. 3x224x224 (required)")
     p.add_argument("--batch", type=_positive_int, default=1, help="samples per forward pass (default 1)")
-    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
-                   help="count the bias of convolutions and linear layers: its parameters, and 1 FLOP per "
-                   "output element for its adds (default: counted)")
+    p.add_argument(
+        "--bias",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="count the bias of convolutions and linear layers: its parameters, and 1 FLOP per "
+        "output element for its adds (default: counted)",
+    )
     p.add_argument("--measure", action="store_true", help="also time every layer (median of --repeats runs)")
-    p.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per layer with --measure "
-                   "(default 5)")
-    p.add_argument("--device", default="cpu", help="where to run the model: cpu (default), cuda, cuda:1, or "
-                   "meta (counted from shapes alone, instantly; no --measure)")
+    p.add_argument(
+        "--repeats", type=_positive_int, default=5, help="timed runs per layer with --measure (default 5)"
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where to run the model: cpu (default), cuda, cuda:1, or "
+        "meta (counted from shapes alone, instantly; no --measure)",
+    )
     p.add_argument("--json", action="store_true", help="print the whole report as one JSON document")
     p.add_argument("--csv", metavar="FILE", help="write one row per layer call to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write a PNG chart of where the multiply-adds go")
@@ -272,8 +383,9 @@ def _cost_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bottleneck", action="store_true", help="answer the Inception question instead of MODEL")
     g.add_argument("--channels", type=_positive_int, metavar="C", help="input maps (default 192)")
     g.add_argument("--out-channels", type=_positive_int, metavar="K", help="output maps (default 32)")
-    g.add_argument("--reduce", type=_positive_int, metavar="R",
-                   help="maps after the 1x1 reduction (default 16)")
+    g.add_argument(
+        "--reduce", type=_positive_int, metavar="R", help="maps after the 1x1 reduction (default 16)"
+    )
     g.add_argument("--kernel", type=_positive_int, metavar="k", help="kernel side (default 5)")
     g.add_argument("--size", type=_hw, metavar="HxW", help="map size (default 28x28)")
 
@@ -288,15 +400,25 @@ def _cost_run(args: argparse.Namespace) -> int:
     shape_options = ("channels", "out_channels", "reduce", "kernel", "size")
     bottleneck_flags = [f"--{n.replace('_', '-')}" for n in shape_options if getattr(args, n) is not None]
     if args.bottleneck:
-        model_flags = [flag for flag, given in (
-            ("MODEL", args.model is not None), ("--input", args.input is not None),
-            ("--batch", args.batch != 1), ("--measure", args.measure), ("--csv", args.csv is not None),
-            ("--plot", args.plot is not None),
-        ) if given]
+        model_flags = [
+            flag
+            for flag, given in (
+                ("MODEL", args.model is not None),
+                ("--input", args.input is not None),
+                ("--batch", args.batch != 1),
+                ("--measure", args.measure),
+                ("--csv", args.csv is not None),
+                ("--plot", args.plot is not None),
+            )
+            if given
+        ]
         if model_flags:
             raise UsageError(f"--bottleneck takes no {', '.join(model_flags)}")
         result = bottleneck_cost(
-            args.channels or 192, args.out_channels or 32, args.reduce or 16, args.kernel or 5,
+            args.channels or 192,
+            args.out_channels or 32,
+            args.reduce or 16,
+            args.kernel or 5,
             tuple(args.size or (28, 28)),
         )
         if args.json:
@@ -307,8 +429,10 @@ def _cost_run(args: argparse.Namespace) -> int:
     if bottleneck_flags:
         raise UsageError(f"{', '.join(bottleneck_flags)} only go with --bottleneck")
     if args.model is None:
-        raise UsageError("cost needs MODEL (a registered name, path/to/file.py:factory or "
-                         "package.module:factory) or --bottleneck")
+        raise UsageError(
+            "cost needs MODEL (a registered name, path/to/file.py:factory or "
+            "package.module:factory) or --bottleneck"
+        )
     if args.input is None:
         raise UsageError("cost needs --input CxHxW, e.g. --input 3x224x224")
     if args.plot is not None and not args.plot.lower().endswith(".png"):
@@ -327,8 +451,15 @@ def _cost_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--device {args.device}: no CUDA device is available here")
     model = load_model(args.model).to(device)
     report = cost(
-        model, args.input, batch_size=args.batch, count_bias=args.bias, measure=args.measure,
-        repeats=args.repeats, device=device, name=args.model, progress=not args.quiet and sys.stderr.isatty(),
+        model,
+        args.input,
+        batch_size=args.batch,
+        count_bias=args.bias,
+        measure=args.measure,
+        repeats=args.repeats,
+        device=device,
+        name=args.model,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
     if args.json:
         print(report.to_json())
@@ -342,8 +473,12 @@ def _cost_run(args: argparse.Namespace) -> int:
 
 
 _COMMANDS.append(
-    ("cost", "parameters, multiply-adds, memory and time per layer, for any model; the Inception question",
-     _cost_parser, _cost_run)
+    (
+        "cost",
+        "parameters, multiply-adds, memory and time per layer, for any model; the Inception question",
+        _cost_parser,
+        _cost_run,
+    )
 )
 
 
