@@ -63,7 +63,7 @@ strides = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(
 # ----------------------------------------------------------------------------- values
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     n=st.integers(1, 3),
     cg=st.integers(1, 5),
@@ -241,7 +241,7 @@ def test_gradcheck(layout, stride, groups, activation, with_bias, batch):
     assert torch.autograd.gradcheck(fn, (x, w, b), eps=1e-6, atol=1e-6)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     n=st.integers(1, 3),
     cg=st.integers(1, 4),

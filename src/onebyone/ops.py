@@ -65,12 +65,15 @@ def _check(
         raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is not None and t.dtype not in _FLOAT_DTYPES:
-            raise TypeError(
-                f"{name} has dtype {t.dtype}; expected a floating dtype "
-                "(torch.float32, torch.float64, torch.bfloat16 or torch.float16)"
-            )
+    if x.dtype not in _FLOAT_DTYPES or weight.dtype not in _FLOAT_DTYPES or (
+        bias is not None and bias.dtype not in _FLOAT_DTYPES
+    ):
+        for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+            if t is not None and t.dtype not in _FLOAT_DTYPES:
+                raise TypeError(
+                    f"{name} has dtype {t.dtype}; expected a floating dtype "
+                    "(torch.float32, torch.float64, torch.bfloat16 or torch.float16)"
+                )
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         got = f"x {x.dtype}, weight {weight.dtype}" + (f", bias {bias.dtype}" if bias is not None else "")
         raise TypeError(f"x, weight and bias must share one dtype; got {got}")
@@ -155,7 +158,11 @@ Matmul = Callable[[Tensor, Tensor, Tensor], None]
 
 
 def _mm_torch(a: Tensor, b: Tensor, out: Tensor) -> None:
-    if out.dim() == 2 or out.is_contiguous():
+    if out.dim() == 2:
+        torch.mm(a, b, out=out)
+    elif out.shape[0] == 1 and a.dim() == 2:  # one image: a plain GEMM skips the batched dispatch
+        torch.mm(a, b[0], out=out[0])
+    elif out.is_contiguous():
         torch.matmul(a, b, out=out)
     else:  # a batch of matrices that are not packed back to back: one product each
         for i in range(out.shape[0]):
