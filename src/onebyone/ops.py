@@ -1,4 +1,4 @@
-"""conv1x1: the pointwise convolution as one matrix multiply per image, forward and backward.
+"""conv1x1: the pointwise convolution as matrix multiplies on views, forward and backward.
 
 A 1x1 convolution never looks at a pixel's neighbours, so it is a matrix product in
 disguise. Which product depends on where the channels sit in memory:
@@ -8,10 +8,12 @@ disguise. Which product depends on where the channels sit in memory:
 * channels_last (NHWC in memory): the whole batch is one (N*H*W) x C matrix; the
   output is X @ W^T, one GEMM whose result is already channels_last.
 
-The bias is the GEMM's additive term (addmm / baddbmm) and the activation runs in
-place on the result, so neither costs an extra tensor. Backward reuses the same two
-views: grad_x = W^T @ grad_y, grad_W = sum over images of grad_y @ X^T, grad_b =
-sum of grad_y.
+Groups are blocks of the same matrices; a stride is gathered a few rows at a time into a
+small buffer. The GEMMs write straight into the output; the bias and the activation then
+run in place on it, so a forward pass allocates its output and nothing of the input's size.
+Backward reuses the same views: grad_x = W^T @ grad_y, grad_W = sum over images of
+grad_y @ X^T, grad_b = sum of grad_y. On the CPU each pass is timed once per shape on
+PyTorch's BLAS and, for channels_last, on oneDNN's 1x1 kernel, and the faster is kept.
 """
 
 from __future__ import annotations
@@ -148,11 +150,16 @@ def _split(t: Tensor, size: int, dim: int, groups: int) -> tuple[Tensor, ...]:
 #
 # Every product below is out = a @ b on 2-D (or batched 3-D) views of the caller's tensors,
 # written straight into the result: no operand is copied into another layout. On the CPU
-# three libraries can do the work: PyTorch's BLAS (MKL), NumPy's BLAS (OpenBLAS, reached
-# without a copy through .numpy() on the very same memory) and, for channels_last input,
-# oneDNN's own 1x1 convolution kernel (what F.conv2d runs). Which one is fastest depends on
-# the shape, so the first call of each shape and pass (forward, grad_input, grad_weight)
-# times every candidate and the winner is remembered for that shape from then on.
+# PyTorch's BLAS (MKL) does it, or, for channels_last input, oneDNN's own 1x1 convolution
+# kernel (what F.conv2d runs). Which one is faster depends on the shape, so the first call of
+# each shape and pass (forward, grad_input, grad_weight) times both and the winner is
+# remembered for that shape from then on.
+#
+# NumPy's BLAS (OpenBLAS, reached without a copy through .numpy() on the very same memory) is a
+# third way, faster per core on many of these shapes; but its worker threads keep spinning after
+# each call, and so do PyTorch's OpenMP threads, so every switch between the two libraries costs
+# milliseconds while the pools fight over the cores (a forward on NumPy and a backward on PyTorch
+# measured 7.3 ms against 0.6 ms on one library). It runs only when asked for by name.
 
 Matmul = Callable[[Tensor, Tensor, Tensor], None]
 
@@ -189,10 +196,12 @@ _choices: dict[tuple[object, ...], str] = {}
 def set_backend(name: str = "auto") -> str:
     """Choose the library conv1x1 runs on for CPU tensors; returns the previous choice.
 
-    ``"auto"`` (the default) times every candidate on the first call of each shape and keeps the
-    fastest; ``"torch"``, ``"numpy"`` or ``"onednn"`` force one wherever it applies (NumPy: float32
-    and float64; oneDNN: channels_last float32/bfloat16 with weights small next to the input), with
-    PyTorch's BLAS everywhere else. CUDA tensors always run on PyTorch's own kernels.
+    ``"auto"`` (the default) times PyTorch's BLAS against oneDNN (where oneDNN applies) on the first
+    call of each shape and keeps the faster; ``"torch"``, ``"numpy"`` or ``"onednn"`` force one
+    wherever it applies (NumPy: float32 and float64, never chosen by ``"auto"``: its threads and
+    PyTorch's fight over the cores after every switch; oneDNN: channels_last float32/bfloat16 with
+    weights small next to the input), with PyTorch's BLAS everywhere else. CUDA tensors always run
+    on PyTorch's own kernels.
     """
     global _policy
     if name not in BACKENDS:
@@ -259,7 +268,7 @@ def _fastest(key: tuple[object, ...], like: Tensor, candidates: dict[str, Callab
 
 def _gemm_candidates(like: Tensor, run: Callable[[Matmul], R]) -> dict[str, Callable[[], R]]:
     out: dict[str, Callable[[], R]] = {"torch": lambda: run(_mm_torch)}
-    if _numpy_ok(like):
+    if _policy == "numpy" and _numpy_ok(like):
         out["numpy"] = lambda: run(_mm_numpy)
     return out
 
