@@ -189,6 +189,8 @@ _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # memory budget) when the weights are small next to the input
 _ONEDNN_WEIGHT_SHARE = 0.05
 
+_HAS_ONEDNN = torch.backends.mkldnn.is_available()
+
 _policy = "auto"
 _choices: dict[tuple[object, ...], str] = {}
 
@@ -225,7 +227,7 @@ def _onednn_ok(x: Tensor, w: Tensor, channels_last: bool) -> bool:
         channels_last
         and x.device.type == "cpu"
         and x.dtype in _ONEDNN_DTYPES
-        and torch.backends.mkldnn.is_available()
+        and _HAS_ONEDNN
         and w.numel() <= _ONEDNN_WEIGHT_SHARE * x.numel()
     )
 
@@ -353,6 +355,14 @@ def _forward_gemm(
     y = torch.empty((n, k, ho, wo), dtype=x.dtype, device=x.device, memory_format=_format(channels_last))
     if y.numel() == 0:
         return y
+    if stride == (1, 1) and groups == 1:  # the common case, in one call
+        if channels_last:
+            mm(_matrix(x, True), w.t(), _matrix(y, True))  # X (NHW x C) @ W^T (C x K)
+        elif n == 1:
+            mm(w, x.view(c, h * wd), y.view(k, h * wd))  # W (K x C) @ X (C x HW)
+        else:
+            mm(w, x.view(n, c, h * wd), y.view(n, k, h * wd))  # W (K x C) @ X (N x C x HW)
+        return y
     ym = _matrix(y, channels_last)
 
     def product(xm: Tensor, out: Tensor) -> None:
@@ -392,13 +402,18 @@ def _forward(
     fmt = _format(channels_last)
     if not x.is_contiguous(memory_format=fmt):
         x = x.contiguous(memory_format=fmt)  # an unusual input (a sliced view, say): packed once
-    w = w.contiguous()
-    candidates = _gemm_candidates(x, lambda mm: _forward_gemm(mm, x, w, stride, groups, channels_last))
-    if _onednn_ok(x, w, channels_last):
+    if not w.is_contiguous():
+        w = w.contiguous()
+    if _onednn_ok(x, w, channels_last):  # two libraries: the faster for this shape
+        candidates = _gemm_candidates(x, lambda mm: _forward_gemm(mm, x, w, stride, groups, channels_last))
         w4 = w.view(*w.shape, 1, 1)
         candidates["onednn"] = lambda: F.conv2d(x, w4, None, stride, 0, 1, groups)
-    y = _fastest(("forward", channels_last, *x.shape, w.shape[0], stride, groups), x, candidates)
-    _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
+        y = _fastest(("forward", channels_last, *x.shape, w.shape[0], stride, groups), x, candidates)
+    else:  # one: no bookkeeping on the way (small layers feel every microsecond)
+        mm = _mm_numpy if _policy == "numpy" and _numpy_ok(x) else _mm_torch
+        y = _forward_gemm(mm, x, w, stride, groups, channels_last)
+    if bias is not None or activation is not None:
+        _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
     return y
 
 
