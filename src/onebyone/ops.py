@@ -185,9 +185,9 @@ def _mm_numpy(a: Tensor, b: Tensor, out: Tensor) -> None:
 BACKENDS = ("auto", "torch", "numpy", "onednn")
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
-# oneDNN reorders the weights into its own blocked layout first: only worth it (and within the
-# memory budget) when the weights are small next to the input
-_ONEDNN_WEIGHT_SHARE = 0.05
+# oneDNN often reorders the weights into its own blocked layout first, a copy as big as the
+# weights (measured): allowed while that stays within the op's 10% extra-memory budget
+_ONEDNN_WEIGHT_SHARE = 0.08
 
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()
 
@@ -202,7 +202,7 @@ def set_backend(name: str = "auto") -> str:
     call of each shape and keeps the faster; ``"torch"``, ``"numpy"`` or ``"onednn"`` force one
     wherever it applies (NumPy: float32 and float64, never chosen by ``"auto"``: its threads and
     PyTorch's fight over the cores after every switch; oneDNN: channels_last float32/bfloat16 with
-    weights small next to the input), with PyTorch's BLAS everywhere else. CUDA tensors always run
+    weights at most 8% of the input's size), with PyTorch's BLAS everywhere else. CUDA tensors always run
     on PyTorch's own kernels.
     """
     global _policy
