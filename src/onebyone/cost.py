@@ -46,7 +46,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +57,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from ._files import atomic_write
 from .layers import Conv1x1
 from .machine import Peaks, peaks, roofline_seconds
 
@@ -710,18 +710,7 @@ def _dims(shape: Sequence[int] | None) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 @dataclass

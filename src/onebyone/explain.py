@@ -32,7 +32,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
@@ -45,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
+from ._files import atomic_write
 from .data import seed_digit_maps
 from .layers import Conv1x1
 from .ops import conv1x1
@@ -1150,25 +1150,8 @@ def render_text(doc: dict[str, Any]) -> str:
 # ============================================================ 6b. files, written atomically
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written page should read like any file
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 def _prepare_dir(directory: str | os.PathLike[str]) -> Path:
