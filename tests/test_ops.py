@@ -382,7 +382,7 @@ def test_cuda_matches_cpu(layout):
 # ---------------------------------------------------------------------------- backends
 
 
-@pytest.fixture(params=["torch", "numpy", "onednn"])
+@pytest.fixture(params=["torch", "numpy", "onednn", "native"])
 def backend(request):
     before = ops.set_backend(request.param)
     yield request.param
@@ -430,7 +430,7 @@ def test_every_backend_is_right(backend, n, c, k, h, w, stride, groups, layout, 
     torch.testing.assert_close(again, y.detach())
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy", "onednn"])
+@pytest.mark.parametrize("backend", ["torch", "numpy", "onednn", "native"])
 def test_every_backend_passes_gradcheck(backend):
     before = ops.set_backend(backend)
     try:
@@ -472,3 +472,136 @@ def test_set_backend_names_the_choices():
     with pytest.raises(ValueError, match="'mkl'"):
         ops.set_backend("mkl")
     assert ops.set_backend("auto") in ops.BACKENDS
+
+
+# ----------------------------------------------------------------------- native kernels
+#
+# onebyone's own float32 kernels (src/onebyone/_native.c). Their loop nest has edges everywhere:
+# pixels that do not fill a micro-tile (32 on AVX-512), output channels that do not fill a block
+# (12), input channels beyond one chunk (256, where the output is re-read and the activation waits
+# for the last chunk), images split over threads. The shapes below cross each of them.
+
+needs_native = pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
+
+
+def test_native_kernels_are_built_on_linux_x86_64():
+    import platform
+    import sys
+
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("the native kernels are only required where they were developed: Linux on x86-64")
+    assert ops.native_isa() in ("avx512", "avx2", "base")
+
+
+@pytest.fixture
+def native():
+    before = ops.set_backend("native")
+    yield
+    ops.set_backend(before)
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    cg=st.integers(1, 40),
+    kg=st.integers(1, 30),
+    groups=st.integers(1, 3),
+    h=st.integers(1, 13),
+    w=st.integers(1, 13),
+    stride=strides,
+    with_bias=st.booleans(),
+    activation=st.sampled_from([None, *ACTIVATIONS]),
+    threads=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_native_forward_and_backward_match_conv2d(
+    n, cg, kg, groups, h, w, stride, with_bias, activation, threads, seed
+):
+    before, threads_before = ops.set_backend("native"), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x0, w0, b0 = _random_case(n, cg, kg, groups, h, w, torch.float32, seed)
+        b0 = b0 if with_bias else None
+        ours = [t.clone().requires_grad_() for t in (x0, w0, b0) if t is not None]
+        theirs = [t.detach().double().requires_grad_() for t in (x0, w0, b0) if t is not None]
+        y = conv1x1(*ours, stride=stride, groups=groups, activation=activation)
+        ref = _expected(*theirs[:2], theirs[2] if with_bias else None, stride, groups, activation)
+        torch.testing.assert_close(y.double(), ref, atol=1e-4, rtol=1e-4)
+        grad = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        y.backward(grad.float())
+        ref.backward(grad)
+        for got, want in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(got.grad.double(), want.grad, atol=2e-4, rtol=1e-4)
+    finally:
+        ops.set_backend(before)
+        torch.set_num_threads(threads_before)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("n", "c", "k", "h", "w"),
+    [
+        (1, 300, 13, 9, 11),  # two input-channel chunks; the activation only after the second
+        (2, 257, 25, 6, 6),  # one channel past the chunk; three output blocks, the last of one
+        (1, 50, 20, 37, 41),  # the seed's channels, pixels that end mid micro-tile
+        (1, 3, 130, 17, 2),  # many output blocks over few pixels
+        (5, 17, 7, 64, 64),  # several images and whole pixel tiles per thread
+    ],
+)
+@pytest.mark.parametrize("activation", [None, "relu6"])
+def test_native_kernels_at_their_edges(native, n, c, k, h, w, activation):
+    x0, w0, b0 = _random_case(n, c, k, 1, h, w, torch.float32, n * c + k)
+    x, wt, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
+    y = conv1x1(x, wt, b, activation=activation)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x0, w0, b0))
+    ref = _expected(xd, wd, bd, 1, 1, activation)
+    torch.testing.assert_close(y.double(), ref, atol=2e-4, rtol=1e-4)
+    grad = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
+    y.backward(grad.float())
+    ref.backward(grad)
+    for got, want in ((x, xd), (wt, wd), (b, bd)):
+        # grad_weight sums up to 5 x 4096 products in float32
+        torch.testing.assert_close(got.grad.double(), want.grad, atol=2e-3, rtol=2e-4)
+
+
+@needs_native
+def test_native_relu_keeps_nan_as_clamp_does(native):
+    x = torch.zeros(1, 2, 4, 8)
+    x[0, 0, 1, 3] = float("nan")
+    w = torch.ones(3, 2, 1, 1)
+    for activation in ACTIVATIONS:
+        y = conv1x1(x, w, activation=activation)
+        assert y[0, :, 1, 3].isnan().all()
+        assert (y.nan_to_num(0.0) == 0).all()
+
+
+@needs_native
+def test_native_runs_on_views_with_offsets(native):
+    """Groups and strides hand the kernel pointers into the middle of tensors: nothing outside moves."""
+    x0, w0, b0 = _random_case(2, 5, 3, 4, 10, 9, torch.float32, 7)
+    big = torch.full((3, 20, 10, 9), 123.0)
+    big[1:] = x0
+    x = big[1:]
+    y = conv1x1(x, w0, b0, groups=4, activation="relu")
+    torch.testing.assert_close(y.double(), _expected(x0, w0, b0, 1, 4, "relu"), atol=1e-4, rtol=1e-4)
+    assert (big[0] == 123.0).all()
+
+
+@needs_native
+def test_auto_uses_native_where_the_rule_says(monkeypatch):
+    """The seed's shape (few channels, many pixels) runs on the native kernels under "auto"."""
+    before = ops.set_backend("auto")
+    calls = []
+    real = ops._native.forward
+    monkeypatch.setattr(ops._native, "forward", lambda *a: calls.append(a) or real(*a))
+    try:
+        x = torch.randn(1, 50, 60, 60)
+        conv1x1(x, torch.randn(20, 50, 1, 1))
+        assert len(calls) == 1
+        conv1x1(torch.randn(1, 1024, 7, 7), torch.randn(512, 1024, 1, 1))  # wide, few pixels: BLAS
+        assert len(calls) == 1
+        conv1x1(x.double(), torch.randn(20, 50, 1, 1, dtype=torch.float64))  # float64: BLAS
+        assert len(calls) == 1
+    finally:
+        ops.set_backend(before)

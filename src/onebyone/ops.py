@@ -28,7 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "chosen_backends", "conv1x1", "set_backend"]
+try:
+    from onebyone import _native
+except ImportError:  # not built (no C compiler when it was installed): the BLAS libraries alone
+    _native = None  # type: ignore[assignment]
+
+__all__ = ["ACTIVATIONS", "BACKENDS", "chosen_backends", "conv1x1", "native_isa", "set_backend"]
 
 #: Activations conv1x1 can fuse, by name.
 ACTIVATIONS = ("relu", "relu6")
@@ -67,8 +72,10 @@ def _check(
         raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
-    if x.dtype not in _FLOAT_DTYPES or weight.dtype not in _FLOAT_DTYPES or (
-        bias is not None and bias.dtype not in _FLOAT_DTYPES
+    if (
+        x.dtype not in _FLOAT_DTYPES
+        or weight.dtype not in _FLOAT_DTYPES
+        or (bias is not None and bias.dtype not in _FLOAT_DTYPES)
     ):
         for name, t in (("x", x), ("weight", weight), ("bias", bias)):
             if t is not None and t.dtype not in _FLOAT_DTYPES:
@@ -181,8 +188,23 @@ def _mm_numpy(a: Tensor, b: Tensor, out: Tensor) -> None:
     np.matmul(a.detach().numpy(), b.detach().numpy(), out=out.detach().numpy())
 
 
+def _mm_native(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """out = a @ b on onebyone's own kernel: a (M x K) any strides, b and out with contiguous rows."""
+    if b.dim() == 2:
+        b, out = b.unsqueeze(0), out.unsqueeze(0)
+    if b.stride(-1) != 1 or out.stride(-1) != 1 or a.dim() != 2 or not _native_dtype_ok(b):
+        _mm_torch(a, b, out)
+        return
+    _native.forward(
+        b.data_ptr(), b.stride(0), b.stride(1),
+        out.data_ptr(), out.stride(0), out.stride(1),
+        a.data_ptr(), a.stride(0), a.stride(1), 0,
+        b.shape[0], b.shape[1], a.shape[0], b.shape[2], 0, torch.get_num_threads(),
+    )  # fmt: skip
+
+
 #: The libraries conv1x1 can run on: "auto" picks among them per shape; the others force one.
-BACKENDS = ("auto", "torch", "numpy", "onednn")
+BACKENDS = ("auto", "torch", "numpy", "onednn", "native")
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # oneDNN often reorders the weights into its own blocked layout first, a copy as big as the
@@ -198,12 +220,15 @@ _choices: dict[tuple[object, ...], str] = {}
 def set_backend(name: str = "auto") -> str:
     """Choose the library conv1x1 runs on for CPU tensors; returns the previous choice.
 
-    ``"auto"`` (the default) times PyTorch's BLAS against oneDNN (where oneDNN applies) on the first
-    call of each shape and keeps the faster; ``"torch"``, ``"numpy"`` or ``"onednn"`` force one
-    wherever it applies (NumPy: float32 and float64, never chosen by ``"auto"``: its threads and
-    PyTorch's fight over the cores after every switch; oneDNN: channels_last float32/bfloat16 with
-    weights at most 8% of the input's size), with PyTorch's BLAS everywhere else. CUDA tensors always run
-    on PyTorch's own kernels.
+    ``"auto"`` (the default) runs float32 NCHW passes on onebyone's own kernels where their
+    measured rule says they win (few channels, many pixels: see ``docs/op.md``), times PyTorch's
+    BLAS against oneDNN (where oneDNN applies) on the first call of each channels_last shape and
+    keeps the faster, and uses PyTorch's BLAS everywhere else. ``"torch"``, ``"numpy"``,
+    ``"onednn"`` or ``"native"`` force one wherever it applies (NumPy: float32 and float64, never
+    chosen by ``"auto"``: its threads and PyTorch's fight over the cores after every switch;
+    oneDNN: channels_last float32/bfloat16 with weights at most 8% of the input's size; native:
+    float32 NCHW, when the kernels were built, see :func:`native_isa`), with PyTorch's BLAS
+    everywhere else. CUDA tensors always run on PyTorch's own kernels.
     """
     global _policy
     if name not in BACKENDS:
@@ -230,6 +255,40 @@ def _onednn_ok(x: Tensor, w: Tensor, channels_last: bool) -> bool:
         and _HAS_ONEDNN
         and w.numel() <= _ONEDNN_WEIGHT_SHARE * x.numel()
     )
+
+
+def native_isa() -> str | None:
+    """The instruction set onebyone's own CPU kernels run on ("avx512", "avx2" or "base").
+
+    None when they were not built (the package was installed without a C compiler); conv1x1 then
+    runs on the BLAS libraries alone.
+    """
+    return None if _native is None else _native.isa()
+
+
+def _native_dtype_ok(t: Tensor) -> bool:
+    return _native is not None and t.dtype == torch.float32 and t.device.type == "cpu"
+
+
+# Where the direct kernels beat PyTorch's BLAS (MKL) on NCHW float32, measured with
+# benchmarks/conv1x1.py on the whole shape suite: they read each pixel once and keep the weights
+# in cache, so they win while the weights are small and the pixels many; BLAS's cache blocking
+# wins on wide layers over few pixels.
+_NATIVE_MAX_WEIGHTS = 64 * 1024  # K x C floats
+_NATIVE_MIN_PIXELS = 256  # per image, H x W
+_NATIVE_GW_MAX_CHANNELS = 160  # K + C, for grad_weight (its dot products fold once per pixel tile)
+
+
+def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bool) -> bool:
+    """Whether this NCHW pass runs on the direct kernels: c inputs and k outputs per group."""
+    if channels_last or not _native_dtype_ok(x_or_grad) or _policy not in ("auto", "native"):
+        return False
+    if _policy == "native":
+        return True
+    pixels = x_or_grad.shape[2] * x_or_grad.shape[3]
+    if pass_ == "grad_weight":
+        return c + k <= _NATIVE_GW_MAX_CHANNELS and pixels >= _NATIVE_MIN_PIXELS
+    return c * k <= _NATIVE_MAX_WEIGHTS and pixels >= _NATIVE_MIN_PIXELS
 
 
 R = TypeVar("R")
@@ -395,6 +454,34 @@ def _forward_gemm(
     return y
 
 
+def _forward_native(
+    x: Tensor, w: Tensor, bias: Tensor | None, stride: tuple[int, int], groups: int, activation: str | None
+) -> Tensor:
+    """NCHW float32 on the direct kernel: bias and activation fused into its stores when stride is 1."""
+    if stride != (1, 1):
+        y = _forward_gemm(_mm_native, x, w, stride, groups, False)
+        if bias is not None or activation is not None:
+            _epilogue_(_matrix(y, False), bias, activation, False)
+        return y
+    n, c, h, wd = x.shape
+    k, cg = w.shape
+    kg, p = k // groups, h * wd
+    y = torch.empty((n, k, h, wd), dtype=x.dtype, device=x.device)
+    if bias is not None and not bias.is_contiguous():
+        bias = bias.contiguous()
+    act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
+    size, threads = x.element_size(), torch.get_num_threads()
+    for g in range(groups):
+        _native.forward(
+            x.data_ptr() + g * cg * p * size, c * p, p,
+            y.data_ptr() + g * kg * p * size, k * p, p,
+            w.data_ptr() + g * kg * cg * size, cg, 1,
+            0 if bias is None else bias.data_ptr() + g * kg * size,
+            n, cg, kg, p, act, threads,
+        )  # fmt: skip
+    return y
+
+
 def _forward(
     x: Tensor,
     w: Tensor,
@@ -409,6 +496,9 @@ def _forward(
         x = x.contiguous(memory_format=fmt)  # an unusual input (a sliced view, say): packed once
     if not w.is_contiguous():
         w = w.contiguous()
+    k, cg = w.shape
+    if _use_native("forward", x, cg, k // groups, channels_last):
+        return _forward_native(x, w, bias, stride, groups, activation)
     if _onednn_ok(x, w, channels_last):  # two libraries: the faster for this shape
         candidates = _gemm_candidates(x, lambda mm: _forward_gemm(mm, x, w, stride, groups, channels_last))
         w4 = w.view(*w.shape, 1, 1)
@@ -559,6 +649,23 @@ def _grad_weight_gemm(
     return gw.copy_(acc) if low else gw
 
 
+def _grad_weight_native(grad: Tensor, x: Tensor, groups: int) -> Tensor:
+    """grad_W for NCHW float32, stride 1, on the direct kernel: each group's sums over images and pixels."""
+    n, k, h, wd = grad.shape
+    c = x.shape[1]
+    cg, kg, p = c // groups, k // groups, h * wd
+    gw = torch.empty((k, cg), dtype=grad.dtype, device=grad.device)
+    size, threads = grad.element_size(), torch.get_num_threads()
+    for g in range(groups):
+        _native.grad_weight(
+            grad.data_ptr() + g * kg * p * size, k * p, p,
+            x.data_ptr() + g * cg * p * size, c * p, p,
+            gw.data_ptr() + g * kg * cg * size, cg,
+            n, kg, cg, p, 0, threads,
+        )  # fmt: skip
+    return gw
+
+
 def _onednn_backward(
     grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, which: int
 ) -> Tensor:
@@ -601,8 +708,12 @@ class _Conv1x1Function(torch.autograd.Function):
             grad = grad.contiguous(memory_format=fmt)
         key = (channels_last, *x.shape, w.shape[0], stride, groups)
         onednn = _onednn_ok(x, w, channels_last)
+        k, cg = w.shape
         gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
+        native_gx = _use_native("grad_input", grad, k // groups, cg, channels_last)
+        if ctx.needs_input_grad[0] and native_gx:
+            gx = _grad_input_gemm(_mm_native, grad, w, tuple(x.shape), stride, groups, False)
+        elif ctx.needs_input_grad[0]:
             shape = tuple(x.shape)
             cands = _gemm_candidates(
                 grad, lambda mm: _grad_input_gemm(mm, grad, w, shape, stride, groups, channels_last)
@@ -610,7 +721,13 @@ class _Conv1x1Function(torch.autograd.Function):
             if onednn:
                 cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 0)
             gx = _fastest(("grad_input", *key), grad, cands)
-        if ctx.needs_input_grad[1]:
+        if (
+            ctx.needs_input_grad[1]
+            and stride == (1, 1)
+            and _use_native("grad_weight", grad, cg, k // groups, channels_last)
+        ):
+            gw = _grad_weight_native(grad, x, groups)
+        elif ctx.needs_input_grad[1]:
             cands = _gemm_candidates(
                 grad, lambda mm: _grad_weight_gemm(mm, grad, x, stride, groups, channels_last)
             )

@@ -1,0 +1,9 @@
+def forward(
+    x: int, xn: int, xc: int, y: int, yn: int, yc: int, w: int, wk: int, wc: int, bias: int,
+    n: int, c: int, k: int, p: int, act: int, threads: int, /,
+) -> None: ...
+def grad_weight(
+    g: int, gn: int, gc: int, x: int, xn: int, xc: int, out: int, ok: int,
+    n: int, k: int, c: int, p: int, accumulate: int, threads: int, /,
+) -> None: ...
+def isa() -> str: ...

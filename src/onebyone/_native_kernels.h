@@ -1,0 +1,251 @@
+/* The pointwise-convolution kernels, written once and compiled once per instruction set.
+ *
+ * Included by _native.c with these macros defined:
+ *   NAME(f)  the function's name for this instruction set (f_avx512, f_avx2, f_base)
+ *   VL       floats per vector register (16, 8, 4)
+ *   MRMAX    output channels per forward micro-tile
+ *   MK, MC   grad_weight micro-tile (output channels x input channels)
+ *
+ * Every kernel works on float32 planes whose pixels are contiguous (NCHW images, or a group of
+ * channels in them); channels and images may have any stride. No kernel allocates more than a
+ * packed copy of the weights (K x C floats) and a few kilobytes of stack.
+ */
+
+typedef float NAME(vec) __attribute__((vector_size(VL * 4)));
+typedef float NAME(uvec) __attribute__((vector_size(VL * 4), aligned(4)));
+typedef int NAME(ivec) __attribute__((vector_size(VL * 4)));
+#define V NAME(vec)
+#define IV NAME(ivec)
+#define UV NAME(uvec)
+#define NV 2          /* vectors of pixels per forward micro-tile */
+#define NB (NV * VL)  /* pixels per forward micro-tile */
+
+/* s - 0 is s, even for -0 and NaN, so the compiler emits a plain broadcast (s + 0 would not be) */
+static inline __attribute__((always_inline)) V NAME(splat)(float s) { return s - (V){0}; }
+static inline __attribute__((always_inline)) V NAME(load)(const float *p) { return *(const UV *)p; }
+static inline __attribute__((always_inline)) void NAME(store)(float *p, V v) { *(UV *)p = v; }
+
+/* ------------------------------------------------------------------------------ forward
+ *
+ * y[n, k, p] = act(sum_c w[k, c] * x[n, c, p] + bias[k]).
+ * A micro-tile is mr output channels x NB pixels held in registers while the input channels stream
+ * past: per channel, NV vector loads of x and mr broadcasts of packed weights feed mr*NV FMAs.
+ * Loop nest per (image, pixel tile): input-channel chunk of kc -> block of mr outputs -> NB pixels.
+ * The tile of x (kc x nc floats) stays in L2 across the output blocks; the weight panel (mr x kc)
+ * in L1 across the pixels.
+ */
+
+static inline __attribute__((always_inline)) void NAME(fwd_micro)(
+    const int mr, const float *x, long xs, const float *wp, long nck, float *y, long ys,
+    int first, int last, const float *bias, int act)
+{
+    V acc[MRMAX][NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            if (!first) acc[r][v] = NAME(load)(y + r * ys + v * VL);
+            else acc[r][v] = NAME(splat)(bias ? bias[r] : 0.0f);
+        }
+    }
+    for (long c = 0; c < nck; c++) {
+        V xv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) xv[v] = NAME(load)(x + c * xs + v * VL);
+#ifdef PFD /* the same rows a few tiles ahead: many short strided streams defeat the hardware prefetcher */
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) __builtin_prefetch(x + c * xs + PFD + v * VL);
+#endif
+        const float *wr = wp + c * mr;
+#pragma GCC unroll 16
+        for (int r = 0; r < mr; r++) {
+            V b = NAME(splat)(wr[r]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[r][v] += b * xv[v];
+        }
+    }
+    if (last && act) {
+        V zero = NAME(splat)(0.0f), six = NAME(splat)(6.0f);
+#pragma GCC unroll 16
+        for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) {
+                /* as torch.clamp: a NaN stays NaN */
+                V a = (V)((IV)acc[r][v] & ~(acc[r][v] < zero));
+                if (act == 2) {
+                    IV high = a > six;
+                    a = (V)(((IV)a & ~high) | ((IV)six & high));
+                }
+                acc[r][v] = a;
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) NAME(store)(y + r * ys + v * VL, acc[r][v]);
+    }
+}
+
+#define FWD_CASE(M) \
+    case M: NAME(fwd_micro)(M, x, xs, wp, nck, y, ys, first, last, bias, act); break;
+
+static void NAME(fwd_dispatch)(int mr, const float *x, long xs, const float *wp, long nck, float *y,
+                               long ys, int first, int last, const float *bias, int act)
+{
+    switch (mr) {
+        FWD_CASE(1) FWD_CASE(2) FWD_CASE(3) FWD_CASE(4)
+#if MRMAX > 4
+        FWD_CASE(5) FWD_CASE(6)
+#endif
+#if MRMAX > 6
+        FWD_CASE(7) FWD_CASE(8) FWD_CASE(9) FWD_CASE(10) FWD_CASE(11) FWD_CASE(12)
+#endif
+        default: break;
+    }
+}
+#undef FWD_CASE
+
+/* Packs w (K x C, strides wk, wc) into blocks of MRMAX output channels: block b holds
+ * wp[b*MRMAX*C + c*mr + r] = w[b*MRMAX + r, c], mr = the block's height (the last may be short). */
+static void NAME(pack_weights)(const Fwd *j, float *wp)
+{
+    for (long k0 = 0; k0 < j->K; k0 += MRMAX) {
+        long mr = j->K - k0 < MRMAX ? j->K - k0 : MRMAX;
+        float *dst = wp + k0 * j->C;
+        for (long c = 0; c < j->C; c++)
+            for (long r = 0; r < mr; r++) dst[c * mr + r] = j->w[(k0 + r) * j->wk + c * j->wc];
+    }
+}
+
+/* Work items are (image, pixel tile) pairs; this runs items [i0, i1). */
+static void NAME(fwd_items)(const Fwd *j, long i0, long i1)
+{
+    float xbuf[KCMAX * NB] __attribute__((aligned(64)));
+    float ybuf[MRMAX * NB] __attribute__((aligned(64)));
+    long tiles = (j->P + j->nc - 1) / j->nc;
+    for (long it = i0; it < i1; it++) {
+        long n = it / tiles, p0 = (it % tiles) * j->nc;
+        long p1 = p0 + j->nc < j->P ? p0 + j->nc : j->P;
+        const float *xi = j->x + n * j->xn;
+        float *yi = j->y + n * j->yn;
+        for (long c0 = 0; c0 < j->C; c0 += j->kc) {
+            long nck = j->C - c0 < j->kc ? j->C - c0 : j->kc;
+            int first = c0 == 0, last = c0 + nck >= j->C;
+            for (long k0 = 0; k0 < j->K; k0 += MRMAX) {
+                int mr = (int)(j->K - k0 < MRMAX ? j->K - k0 : MRMAX);
+                const float *wp = j->wp + k0 * j->C + c0 * mr;
+                const float *b = j->bias ? j->bias + k0 : NULL;
+                long p = p0;
+                for (; p + NB <= p1; p += NB)
+                    NAME(fwd_dispatch)(mr, xi + c0 * j->xc + p, j->xc, wp, nck, yi + k0 * j->yc + p,
+                                       j->yc, first, last, b, j->act);
+                if (p < p1) { /* the last few pixels of the image, through a zero-padded buffer */
+                    long rem = p1 - p;
+                    for (long c = 0; c < nck; c++) {
+                        memcpy(xbuf + c * NB, xi + (c0 + c) * j->xc + p, rem * sizeof(float));
+                        memset(xbuf + c * NB + rem, 0, (NB - rem) * sizeof(float));
+                    }
+                    if (!first)
+                        for (int r = 0; r < mr; r++)
+                            memcpy(ybuf + r * NB, yi + (k0 + r) * j->yc + p, rem * sizeof(float));
+                    NAME(fwd_dispatch)(mr, xbuf, NB, wp, nck, ybuf, NB, first, last, b, j->act);
+                    for (int r = 0; r < mr; r++)
+                        memcpy(yi + (k0 + r) * j->yc + p, ybuf + r * NB, rem * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------- grad_weight
+ *
+ * out[k, c] (+)= sum over n, p of g[n, k, p] * x[n, c, p]: dot products along the pixels.
+ * A micro-tile is mk x mc sums, each a vector of partial sums over VL pixels; per VL pixels it
+ * loads mk + mc vectors and does mk*mc FMAs, then folds its lanes once per pixel tile.
+ */
+
+static inline __attribute__((always_inline)) void NAME(gw_micro)(
+    const int mk, const int mc, const float *g, long gs, const float *x, long xs, long np, float *out,
+    long ok)
+{
+    V acc[MK][MC];
+#pragma GCC unroll 8
+    for (int a = 0; a < mk; a++)
+#pragma GCC unroll 8
+        for (int b = 0; b < mc; b++) acc[a][b] = NAME(splat)(0.0f);
+    long p = 0;
+    for (; p + VL <= np; p += VL) {
+        V gv[MK], xv[MC];
+#pragma GCC unroll 8
+        for (int a = 0; a < mk; a++) gv[a] = NAME(load)(g + a * gs + p);
+#pragma GCC unroll 8
+        for (int b = 0; b < mc; b++) xv[b] = NAME(load)(x + b * xs + p);
+#pragma GCC unroll 8
+        for (int a = 0; a < mk; a++)
+#pragma GCC unroll 8
+            for (int b = 0; b < mc; b++) acc[a][b] += gv[a] * xv[b];
+    }
+#pragma GCC unroll 8
+    for (int a = 0; a < mk; a++) {
+#pragma GCC unroll 8
+        for (int b = 0; b < mc; b++) {
+            float s = 0.0f;
+            for (int l = 0; l < VL; l++) s += acc[a][b][l];
+            for (long q = p; q < np; q++) s += g[a * gs + q] * x[b * xs + q];
+            out[a * ok + b] += s;
+        }
+    }
+}
+
+#define GW_CASE(A, B) \
+    case (A) * 16 + (B): NAME(gw_micro)(A, B, g, gs, x, xs, np, out, ok); break;
+#define GW_ROW(A) GW_CASE(A, 1) GW_CASE(A, 2) GW_CASE(A, 3) GW_CASE(A, 4) GW_CASE_MORE(A)
+#if MC > 4
+#define GW_CASE_MORE(A) GW_CASE(A, 5) GW_CASE(A, 6)
+#else
+#define GW_CASE_MORE(A)
+#endif
+
+static void NAME(gw_dispatch)(int mk, int mc, const float *g, long gs, const float *x, long xs, long np,
+                              float *out, long ok)
+{
+    switch (mk * 16 + mc) {
+        GW_ROW(1) GW_ROW(2) GW_ROW(3)
+#if MK > 3
+        GW_ROW(4)
+#endif
+        default: break;
+    }
+}
+#undef GW_CASE
+#undef GW_ROW
+#undef GW_CASE_MORE
+
+/* This thread's rectangle of out: rows [k0, k1) and columns [c0, c1), over every image and pixel. */
+static void NAME(gw_rect)(const Gw *j, long k0, long k1, long c0, long c1)
+{
+    for (long k = k0; k < k1; k++)
+        for (long c = c0; c < c1; c++)
+            if (!j->accumulate) j->out[k * j->ok + c] = 0.0f;
+    for (long n = 0; n < j->N; n++) {
+        const float *gi = j->g + n * j->gn, *xi = j->x + n * j->xn;
+        for (long p0 = 0; p0 < j->P; p0 += j->nc) {
+            long np = j->P - p0 < j->nc ? j->P - p0 : j->nc;
+            for (long k = k0; k < k1; k += MK) {
+                int mk = (int)(k1 - k < MK ? k1 - k : MK);
+                for (long c = c0; c < c1; c += MC) {
+                    int mc = (int)(c1 - c < MC ? c1 - c : MC);
+                    NAME(gw_dispatch)(mk, mc, gi + k * j->gc + p0, j->gc, xi + c * j->xc + p0, j->xc, np,
+                                      j->out + k * j->ok + c, j->ok);
+                }
+            }
+        }
+    }
+}
+
+#undef V
+#undef UV
+#undef IV
+#undef NV
+#undef NB
