@@ -15,6 +15,7 @@ setup(
             depends=["src/onebyone/_native_kernels.h"],
             extra_compile_args=["-O3", "-std=gnu11", "-pthread", "-fno-math-errno"],
             extra_link_args=["-pthread"],
+            libraries=["dl"],
             optional=True,
         )
     ]

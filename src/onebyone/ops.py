@@ -19,6 +19,7 @@ PyTorch's BLAS and, for channels_last, on oneDNN's 1x1 kernel, and the faster is
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -257,6 +258,27 @@ def _onednn_ok(x: Tensor, w: Tensor, channels_last: bool) -> bool:
     )
 
 
+def _torch_openmp_runtime() -> str | None:
+    """The OpenMP runtime PyTorch loaded (its path), if its threads are OpenMP's; else None."""
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        with open("/proc/self/maps") as f:  # Linux: every mapped library, by path
+            paths = {line.split()[-1] for line in f if line.rstrip().endswith((".so", ".so.1", ".so.5"))}
+    except OSError:
+        return None
+    runtimes = [p for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp5", "libomp"))]
+    torch_dir = os.path.dirname(torch.__file__)
+    runtimes.sort(key=lambda p: not p.startswith(torch_dir))  # the copy PyTorch ships first
+    return runtimes[0] if runtimes else None
+
+
+if _native is not None:  # share PyTorch's worker threads instead of starting our own
+    _runtime = _torch_openmp_runtime()
+    if _runtime is not None:
+        _native.use_openmp(_runtime)
+
+
 def native_isa() -> str | None:
     """The instruction set onebyone's own CPU kernels run on ("avx512", "avx2" or "base").
 
@@ -270,13 +292,14 @@ def _native_dtype_ok(t: Tensor) -> bool:
     return _native is not None and t.dtype == torch.float32 and t.device.type == "cpu"
 
 
-# Where the direct kernels beat PyTorch's BLAS (MKL) on NCHW float32, measured with
-# benchmarks/conv1x1.py on the whole shape suite: they read each pixel once and keep the weights
-# in cache, so they win while the weights are small and the pixels many; BLAS's cache blocking
-# wins on wide layers over few pixels.
-_NATIVE_MAX_WEIGHTS = 64 * 1024  # K x C floats
-_NATIVE_MIN_PIXELS = 256  # per image, H x W
-_NATIVE_GW_MAX_CHANNELS = 160  # K + C, for grad_weight (its dot products fold once per pixel tile)
+# Where the direct kernels beat PyTorch's BLAS (MKL) on NCHW float32, measured pass by pass with
+# benchmarks/native_vs_blas.py over the whole shape suite (BENCHMARKS.md): they read each pixel once
+# and keep the weights in registers and L1, so they win while the channels are few and the pixels
+# many (the seed's 50 -> 20 maps, MobileNet's 32 -> 64 over 112 x 112), and on tiny problems where a
+# BLAS call's own overhead is most of the time; BLAS's cache blocking wins everywhere else.
+_NATIVE_MAX_WEIGHTS = {"forward": 2048, "grad_input": 3072, "grad_weight": 0}  # C x K per group
+_NATIVE_MIN_PIXELS = 256  # per image, for the rule above
+_NATIVE_TINY_MACS = {"forward": 1 << 16, "grad_input": 1 << 16, "grad_weight": 1 << 17}
 
 
 def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bool) -> bool:
@@ -285,10 +308,10 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
         return False
     if _policy == "native":
         return True
-    pixels = x_or_grad.shape[2] * x_or_grad.shape[3]
-    if pass_ == "grad_weight":
-        return c + k <= _NATIVE_GW_MAX_CHANNELS and pixels >= _NATIVE_MIN_PIXELS
-    return c * k <= _NATIVE_MAX_WEIGHTS and pixels >= _NATIVE_MIN_PIXELS
+    n, _, h, w = x_or_grad.shape
+    if n * h * w * c * k <= _NATIVE_TINY_MACS[pass_]:
+        return True
+    return c * k <= _NATIVE_MAX_WEIGHTS[pass_] and h * w >= _NATIVE_MIN_PIXELS
 
 
 R = TypeVar("R")
