@@ -294,11 +294,13 @@ def _native_dtype_ok(t: Tensor) -> bool:
 
 # Where the direct kernels beat PyTorch's BLAS (MKL) on NCHW float32, measured pass by pass with
 # benchmarks/native_vs_blas.py over the whole shape suite (BENCHMARKS.md): they read each pixel once
-# and keep the weights in registers and L1, so they win while the channels are few and the pixels
-# many (the seed's 50 -> 20 maps, MobileNet's 32 -> 64 over 112 x 112), and on tiny problems where a
-# BLAS call's own overhead is most of the time; BLAS's cache blocking wins everywhere else.
-_NATIVE_MAX_WEIGHTS = {"forward": 2048, "grad_input": 3072, "grad_weight": 0}  # C x K per group
-_NATIVE_MIN_PIXELS = 256  # per image, for the rule above
+# and keep a block of outputs in registers while the channels stream past, so forward and grad_input
+# win on images of 28 x 28 and more with up to 64 Ki weights (1.1x to 2.1x at batch 1: the seed's
+# 50 -> 20 maps, GoogLeNet's and ResNet's early 1x1 layers, MobileNet's pw1-pw5), and on tiny problems
+# where a BLAS call's own overhead is most of the time; grad_weight (dot products along the pixels)
+# wins only with few channels. BLAS's cache blocking wins on the wide layers over few pixels.
+_NATIVE_MAX_WEIGHTS = {"forward": 65536, "grad_input": 65536, "grad_weight": 2048}  # C x K per group
+_NATIVE_MIN_PIXELS = 784  # per image (28 x 28): below it BLAS's blocking over the channels wins
 _NATIVE_TINY_MACS = {"forward": 1 << 16, "grad_input": 1 << 16, "grad_weight": 1 << 17}
 
 
