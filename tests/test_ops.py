@@ -26,6 +26,11 @@ def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t.contiguous()
 
 
+def _is_layout(t: torch.Tensor, layout: str) -> bool:
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    return t.is_contiguous(memory_format=fmt)
+
+
 def _stride_pair(stride: int | tuple[int, int]) -> tuple[int, int]:
     return (stride, stride) if isinstance(stride, int) else stride
 
@@ -457,7 +462,7 @@ def test_auto_times_the_candidates_once_and_remembers():
         chosen = ops.chosen_backends()
         assert len(chosen) == 1
         ((key, name),) = chosen.items()
-        assert key[0] == "forward" and name in ("torch", "onednn")
+        assert key[0] == "forward" and name in ("torch", "onednn", "native")
         conv1x1(x, w)  # the same shape again: nothing new to time
         assert ops.chosen_backends() == chosen
         conv1x1(torch.randn(3, 64, 6, 6).contiguous(memory_format=torch.channels_last), w)  # another shape
@@ -512,24 +517,28 @@ def native():
     stride=strides,
     with_bias=st.booleans(),
     activation=st.sampled_from([None, *ACTIVATIONS]),
+    layout=st.sampled_from(LAYOUTS),
     threads=st.integers(1, 3),
     seed=st.integers(0, 2**16),
 )
 def test_native_forward_and_backward_match_conv2d(
-    n, cg, kg, groups, h, w, stride, with_bias, activation, threads, seed
+    n, cg, kg, groups, h, w, stride, with_bias, activation, layout, threads, seed
 ):
     before, threads_before = ops.set_backend("native"), torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         x0, w0, b0 = _random_case(n, cg, kg, groups, h, w, torch.float32, seed)
+        x0 = _layout(x0, layout)
         b0 = b0 if with_bias else None
         ours = [t.clone().requires_grad_() for t in (x0, w0, b0) if t is not None]
         theirs = [t.detach().double().requires_grad_() for t in (x0, w0, b0) if t is not None]
         y = conv1x1(*ours, stride=stride, groups=groups, activation=activation)
         ref = _expected(*theirs[:2], theirs[2] if with_bias else None, stride, groups, activation)
         torch.testing.assert_close(y.double(), ref, atol=1e-4, rtol=1e-4)
+        if not (_is_layout(x0, "nchw") and _is_layout(x0, "channels_last")):  # unambiguous input
+            assert _is_layout(y, layout)
         grad = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-        y.backward(grad.float())
+        y.backward(_layout(grad, layout).float())
         ref.backward(grad)
         for got, want in zip(ours, theirs, strict=True):
             torch.testing.assert_close(got.grad.double(), want.grad, atol=2e-4, rtol=1e-4)
@@ -547,17 +556,22 @@ def test_native_forward_and_backward_match_conv2d(
         (1, 50, 20, 37, 41),  # the seed's channels, pixels that end mid micro-tile
         (1, 3, 130, 17, 2),  # many output blocks over few pixels
         (5, 17, 7, 64, 64),  # several images and whole pixel tiles per thread
+        (2, 70, 33, 23, 29),  # channels_last: columns past a block of 32 in both directions
+        (1, 1100, 40, 5, 5),  # channels_last: rows longer than a tile's budget
     ],
 )
 @pytest.mark.parametrize("activation", [None, "relu6"])
-def test_native_kernels_at_their_edges(native, n, c, k, h, w, activation):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_native_kernels_at_their_edges(native, n, c, k, h, w, activation, layout):
     x0, w0, b0 = _random_case(n, c, k, 1, h, w, torch.float32, n * c + k)
+    x0 = _layout(x0, layout)
     x, wt, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
     y = conv1x1(x, wt, b, activation=activation)
     xd, wd, bd = (t.detach().double().requires_grad_() for t in (x0, w0, b0))
     ref = _expected(xd, wd, bd, 1, 1, activation)
     torch.testing.assert_close(y.double(), ref, atol=2e-4, rtol=1e-4)
     grad = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
+    grad = _layout(grad, layout)
     y.backward(grad.float())
     ref.backward(grad)
     for got, want in ((x, xd), (wt, wd), (b, bd)):
@@ -566,9 +580,11 @@ def test_native_kernels_at_their_edges(native, n, c, k, h, w, activation):
 
 
 @needs_native
-def test_native_relu_keeps_nan_as_clamp_does(native):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_native_relu_keeps_nan_as_clamp_does(native, layout):
     x = torch.zeros(1, 2, 4, 8)
     x[0, 0, 1, 3] = float("nan")
+    x = _layout(x, layout)
     w = torch.ones(3, 2, 1, 1)
     for activation in ACTIVATIONS:
         y = conv1x1(x, w, activation=activation)
@@ -577,12 +593,14 @@ def test_native_relu_keeps_nan_as_clamp_does(native):
 
 
 @needs_native
-def test_native_runs_on_views_with_offsets(native):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_native_runs_on_views_with_offsets(native, layout):
     """Groups and strides hand the kernel pointers into the middle of tensors: nothing outside moves."""
     x0, w0, b0 = _random_case(2, 5, 3, 4, 10, 9, torch.float32, 7)
-    big = torch.full((3, 20, 10, 9), 123.0)
+    big = _layout(torch.full((3, 20, 10, 9), 123.0), layout)
     big[1:] = x0
     x = big[1:]
+    assert _is_layout(x, layout)
     y = conv1x1(x, w0, b0, groups=4, activation="relu")
     torch.testing.assert_close(y.double(), _expected(x0, w0, b0, 1, 4, "relu"), atol=1e-4, rtol=1e-4)
     assert (big[0] == 123.0).all()

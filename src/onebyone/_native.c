@@ -23,6 +23,7 @@
 #define KCMAX 256       /* input channels per chunk of the forward loop nest */
 #define TILE_BYTES 196608L /* a pixel tile of the input (chunk x tile floats) fits in L2 */
 #define MAX_THREADS 256
+#define CL_GW_TILE 512  /* most pixels per tile of the channels_last grad_weight */
 #define PFD 512          /* floats ahead that the forward kernel prefetches, per input row (measured) */
 #define FLOPS_PER_THREAD 4000000.0 /* below this a thread costs more than it saves */
 
@@ -46,6 +47,26 @@ typedef struct {
     long nc;                      /* pixels per tile */
     int along_k;                  /* threads split the rows (else the columns) */
 } Gw;
+
+typedef struct {
+    const float *x; long xp;      /* channels_last input: pixel stride (channels contiguous) */
+    float *y; long yp;            /* output likewise */
+    const float *w; long si, sj;  /* the column operand: element (i, j) at w + i*si + j*sj, C x K */
+    const float *bias;            /* NULL or K values */
+    long P, C, K;                 /* pixels, reduction length, output columns */
+    int act;
+    const float *wp, *bp;         /* packed column operand and bias */
+    long tile;                    /* pixels per work item */
+} Cl;
+
+typedef struct {
+    const float *g; long gp;      /* channels_last grad of the output: pixel stride */
+    const float *x; long xp;      /* channels_last input */
+    float *out; long ok;          /* K x C result, row stride ok */
+    long P, K, C;
+    int accumulate;
+    long tile;                    /* pixels per tile (at most CL_GW_TILE) */
+} ClGw;
 
 /* ---------------------------------------------------------------------------- threads */
 
@@ -174,6 +195,9 @@ typedef struct {
     void (*pack)(const Fwd *, float *);
     void (*fwd_items)(const Fwd *, long, long);
     void (*gw_rect)(const Gw *, long, long, long, long);
+    void (*cl_pack)(const Cl *, float *, float *);
+    void (*cl_fwd_items)(const Cl *, long, long);
+    void (*cl_gw_blocks)(const ClGw *, long, long);
 } Isa;
 
 static Isa isa;
@@ -184,15 +208,18 @@ static void pick_isa(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq")) {
-        isa = (Isa){"avx512", 16, 12, 4, 6, pack_weights_avx512, fwd_items_avx512, gw_rect_avx512};
+        isa = (Isa){"avx512", 16, 12, 4, 6, pack_weights_avx512, fwd_items_avx512, gw_rect_avx512,
+                     cl_pack_avx512, cl_fwd_items_avx512, cl_gw_blocks_avx512};
         return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        isa = (Isa){"avx2", 8, 6, 3, 4, pack_weights_avx2, fwd_items_avx2, gw_rect_avx2};
+        isa = (Isa){"avx2", 8, 6, 3, 4, pack_weights_avx2, fwd_items_avx2, gw_rect_avx2,
+                     cl_pack_avx2, cl_fwd_items_avx2, cl_gw_blocks_avx2};
         return;
     }
 #endif
-    isa = (Isa){"base", 4, 6, 3, 4, pack_weights_base, fwd_items_base, gw_rect_base};
+    isa = (Isa){"base", 4, 6, 3, 4, pack_weights_base, fwd_items_base, gw_rect_base,
+                 cl_pack_base, cl_fwd_items_base, cl_gw_blocks_base};
 }
 
 /* ----------------------------------------------------------------------------- drivers */
@@ -245,6 +272,46 @@ static void run_grad_weight(Gw *j, int threads)
     parallel(threads, j->along_k ? kblocks : cblocks, gw_range, j);
 }
 
+static void cl_fwd_range(const void *ctx, long i0, long i1) { isa.cl_fwd_items((const Cl *)ctx, i0, i1); }
+
+static int run_forward_cl(Cl *j, int threads)
+{
+    long nb = 2L * isa.vl, blocks = (j->K + nb - 1) / nb;
+    float *wp = (float *)malloc((size_t)(blocks * nb * (j->C > 0 ? j->C : 1) + blocks * nb) * sizeof(float));
+    if (!wp) return -1;
+    float *bp = j->bias ? wp + blocks * nb * j->C : NULL;
+    isa.cl_pack(j, wp, bp);
+    j->wp = wp;
+    j->bp = bp;
+    /* a tile's input rows (tile x C floats) stay in L2 while every column block passes over them */
+    long tile = TILE_BYTES / (long)sizeof(float) / (j->C > 0 ? j->C : 1) / isa.mrmax * isa.mrmax;
+    if (tile < isa.mrmax) tile = isa.mrmax;
+    if (tile > 16L * isa.mrmax) tile = 16L * isa.mrmax;
+    threads = threads_for(2.0 * j->P * j->C * j->K, threads);
+    long items = (j->P + tile - 1) / tile;
+    if (items < 4L * threads) { /* too few tiles to share: smaller ones */
+        long smaller = ((j->P + 4L * threads - 1) / (4L * threads) + isa.mrmax - 1) / isa.mrmax * isa.mrmax;
+        tile = smaller < isa.mrmax ? isa.mrmax : smaller;
+        items = (j->P + tile - 1) / tile;
+    }
+    j->tile = tile;
+    parallel(threads, items, cl_fwd_range, j);
+    free(wp);
+    return 0;
+}
+
+static void cl_gw_range(const void *ctx, long i0, long i1) { isa.cl_gw_blocks((const ClGw *)ctx, i0, i1); }
+
+static void run_grad_weight_cl(ClGw *j, int threads)
+{
+    long nb = 2L * isa.vl;
+    long blocks = ((j->K + isa.mrmax - 1) / isa.mrmax) * ((j->C + nb - 1) / nb);
+    long tile = TILE_BYTES / (long)sizeof(float) / (j->K + j->C > 0 ? j->K + j->C : 1);
+    j->tile = tile < 16 ? 16 : tile > CL_GW_TILE ? CL_GW_TILE : tile;
+    threads = threads_for(2.0 * j->P * j->C * j->K, threads);
+    parallel(threads, blocks, cl_gw_range, j);
+}
+
 /* ---------------------------------------------------------------------------- Python */
 
 static void *as_ptr(Py_ssize_t v) { return (void *)(uintptr_t)v; }
@@ -294,6 +361,53 @@ static PyObject *py_grad_weight(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_forward_cl(PyObject *self, PyObject *args)
+{
+    Py_ssize_t x, xp, y, yp, w, si, sj, bias, P, C, K;
+    int act, threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii", &x, &xp, &y, &yp, &w, &si, &sj, &bias, &P, &C, &K, &act,
+                          &threads))
+        return NULL;
+    if (P < 0 || C < 1 || K < 0 || act < 0 || act > 2) {
+        PyErr_Format(PyExc_ValueError, "forward_cl: bad sizes P=%zd C=%zd K=%zd act=%d", P, C, K, act);
+        return NULL;
+    }
+    Cl j = {as_ptr(x), xp, as_ptr(y), yp, as_ptr(w), si, sj, as_ptr(bias), P, C, K, act, NULL, NULL, 0};
+    int rc = 0;
+    if (P > 0 && K > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = run_forward_cl(&j, threads);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_grad_weight_cl(PyObject *self, PyObject *args)
+{
+    Py_ssize_t g, gp, x, xp, out, ok, P, K, C;
+    int accumulate, threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnii", &g, &gp, &x, &xp, &out, &ok, &P, &K, &C, &accumulate, &threads))
+        return NULL;
+    if (P < 0 || K < 0 || C < 0) {
+        PyErr_Format(PyExc_ValueError, "grad_weight_cl: bad sizes P=%zd K=%zd C=%zd", P, K, C);
+        return NULL;
+    }
+    ClGw j = {as_ptr(g), gp, as_ptr(x), xp, as_ptr(out), ok, P, K, C, accumulate, 0};
+    if (K > 0 && C > 0) {
+        if (P == 0 && !accumulate) {
+            for (Py_ssize_t k = 0; k < K; k++) memset((float *)as_ptr(out) + k * ok, 0, (size_t)C * sizeof(float));
+        } else if (P > 0) {
+            Py_BEGIN_ALLOW_THREADS
+            run_grad_weight_cl(&j, threads);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_use_openmp(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -334,6 +448,12 @@ static PyMethodDef methods[] = {
     {"grad_weight", py_grad_weight, METH_VARARGS,
      "grad_weight(g, gn, gc, x, xn, xc, out, ok, N, K, C, P, accumulate, threads): "
      "out[k,c] (+)= sum over n, p of g[n,k,p] x[n,c,p]."},
+    {"forward_cl", py_forward_cl, METH_VARARGS,
+     "forward_cl(x, xp, y, yp, w, si, sj, bias, P, C, K, act, threads): channels_last "
+     "y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + j*sj."},
+    {"grad_weight_cl", py_grad_weight_cl, METH_VARARGS,
+     "grad_weight_cl(g, gp, x, xp, out, ok, P, K, C, accumulate, threads): channels_last "
+     "out[k,c] (+)= sum over p of g[p,k] x[p,c]."},
     {"use_openmp", py_use_openmp, METH_O,
      "use_openmp(path): run the threads on the OpenMP runtime loaded from path (already loaded); "
      "returns whether it could."},

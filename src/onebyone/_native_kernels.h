@@ -244,6 +244,165 @@ static void NAME(gw_rect)(const Gw *j, long k0, long k1, long c0, long c1)
     }
 }
 
+/* ---------------------------------------------------------------------- channels_last
+ *
+ * With the channels innermost, a pixel's outputs are contiguous: the micro-tile is mr rows (pixels
+ * for forward and grad_input, output channels for grad_weight) x NB columns held in registers. Per
+ * step of the reduction it loads NV vectors of the column operand and broadcasts mr scalars of the
+ * row operand: out[r, :] += row[r, i] * col[i, :]. The row operand is read in place (element (r, i)
+ * at row + r*rs + i*is); the column operand has NB readable columns (packed, or staged at the edge).
+ */
+
+static inline __attribute__((always_inline)) void NAME(cl_micro)(
+    const int mr, const float *col, long cs, const float *row, long rs, long is, long n, float *y, long ys,
+    int first, int last, const float *bias, int act)
+{
+    V acc[MRMAX][NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            if (!first) acc[r][v] = NAME(load)(y + r * ys + v * VL);
+            else acc[r][v] = bias ? NAME(load)(bias + v * VL) : NAME(splat)(0.0f);
+        }
+    }
+    for (long i = 0; i < n; i++) {
+        V cv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) cv[v] = NAME(load)(col + i * cs + v * VL);
+#pragma GCC unroll 16
+        for (int r = 0; r < mr; r++) {
+            V b = NAME(splat)(row[r * rs + i * is]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[r][v] += b * cv[v];
+        }
+    }
+    if (last && act) {
+        V zero = NAME(splat)(0.0f), six = NAME(splat)(6.0f);
+#pragma GCC unroll 16
+        for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) {
+                V a = (V)((IV)acc[r][v] & ~(acc[r][v] < zero)); /* as torch.clamp: NaN stays NaN */
+                if (act == 2) {
+                    IV high = a > six;
+                    a = (V)(((IV)a & ~high) | ((IV)six & high));
+                }
+                acc[r][v] = a;
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < mr; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) NAME(store)(y + r * ys + v * VL, acc[r][v]);
+    }
+}
+
+#define CL_CASE(M) \
+    case M: NAME(cl_micro)(M, col, cs, row, rs, is, n, y, ys, first, last, bias, act); break;
+
+static void NAME(cl_dispatch)(int mr, const float *col, long cs, const float *row, long rs, long is, long n,
+                              float *y, long ys, int first, int last, const float *bias, int act)
+{
+    switch (mr) {
+        CL_CASE(1) CL_CASE(2) CL_CASE(3) CL_CASE(4)
+#if MRMAX > 4
+        CL_CASE(5) CL_CASE(6)
+#endif
+#if MRMAX > 6
+        CL_CASE(7) CL_CASE(8) CL_CASE(9) CL_CASE(10) CL_CASE(11) CL_CASE(12)
+#endif
+        default: break;
+    }
+}
+#undef CL_CASE
+
+/* One micro-tile whose columns may run past the output's last one (cols < NB): computed in full
+ * into a buffer, only the valid columns copied out. */
+static inline void NAME(cl_tile)(int mr, int cols, const float *col, long cs, const float *row, long rs,
+                                 long is, long n, float *y, long ys, int first, int last,
+                                 const float *bias, int act)
+{
+    if (cols == NB) {
+        NAME(cl_dispatch)(mr, col, cs, row, rs, is, n, y, ys, first, last, bias, act);
+        return;
+    }
+    float ybuf[MRMAX * NB] __attribute__((aligned(64)));
+    if (!first)
+        for (int r = 0; r < mr; r++) memcpy(ybuf + r * NB, y + r * ys, cols * sizeof(float));
+    NAME(cl_dispatch)(mr, col, cs, row, rs, is, n, ybuf, NB, first, last, bias, act);
+    for (int r = 0; r < mr; r++) memcpy(y + r * ys, ybuf + r * NB, cols * sizeof(float));
+}
+
+/* Packs the column operand of a channels_last product (R x COLS, element (i, j) at w + i*si + j*sj)
+ * into blocks of NB columns, zero-padded: block b holds wp[b*R*NB + i*NB + l] = w(i, b*NB + l); and
+ * the bias likewise (bp[b*NB + l]). */
+static void NAME(cl_pack)(const Cl *j, float *wp, float *bp)
+{
+    long blocks = (j->K + NB - 1) / NB;
+    for (long b = 0; b < blocks; b++)
+        for (long i = 0; i < j->C; i++)
+            for (long l = 0; l < NB; l++) {
+                long col = b * NB + l;
+                wp[(b * j->C + i) * NB + l] = col < j->K ? j->w[i * j->si + col * j->sj] : 0.0f;
+            }
+    if (bp)
+        for (long l = 0; l < blocks * NB; l++) bp[l] = l < j->K ? j->bias[l] : 0.0f;
+}
+
+/* y[p, :] = act(x[p, :] @ Wt + bias) for pixels [p0, p1) of tiles [i0, i1): C in, K out. */
+static void NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
+{
+    long blocks = (j->K + NB - 1) / NB;
+    for (long it = i0; it < i1; it++) {
+        long p0 = it * j->tile, p1 = p0 + j->tile < j->P ? p0 + j->tile : j->P;
+        for (long b = 0; b < blocks; b++) {
+            int cols = (int)(j->K - b * NB < NB ? j->K - b * NB : NB);
+            const float *wb = j->wp + b * j->C * NB, *bb = j->bp ? j->bp + b * NB : NULL;
+            for (long p = p0; p < p1; p += MRMAX) {
+                int mr = (int)(p1 - p < MRMAX ? p1 - p : MRMAX);
+                NAME(cl_tile)(mr, cols, wb, NB, j->x + p * j->xp, j->xp, 1, j->C, j->y + p * j->yp + b * NB,
+                              j->yp, 1, 1, bb, j->act);
+            }
+        }
+    }
+}
+
+/* out[k, c] (+)= sum over pixels p of g[p, k] * x[p, c], for the blocks [b0, b1) of mr x NB outputs
+ * (numbered row block by row block). The pixels go by in tiles; each tile's block is read and
+ * written back once. xbuf stages the last columns when C is not a multiple of NB. */
+static void NAME(cl_gw_blocks)(const ClGw *j, long b0, long b1)
+{
+    long cblocks = (j->C + NB - 1) / NB;
+    float xbuf[CL_GW_TILE * NB] __attribute__((aligned(64)));
+    for (long p0 = 0; p0 < j->P; p0 += j->tile) {
+        long np = j->P - p0 < j->tile ? j->P - p0 : j->tile;
+        int first = p0 == 0 && !j->accumulate;
+        long staged = -1;
+        for (long blk = b0; blk < b1; blk++) {
+            long kb = blk / cblocks, cb = blk % cblocks, k0 = kb * MRMAX, c0 = cb * NB;
+            int mr = (int)(j->K - k0 < MRMAX ? j->K - k0 : MRMAX);
+            int cols = (int)(j->C - c0 < NB ? j->C - c0 : NB);
+            const float *col = j->x + p0 * j->xp + c0;
+            long cs = j->xp;
+            if (cols < NB) { /* the last columns: copied into a zero-padded buffer once per tile */
+                if (staged != p0) {
+                    for (long q = 0; q < np; q++) {
+                        memcpy(xbuf + q * NB, col + q * j->xp, cols * sizeof(float));
+                        memset(xbuf + q * NB + cols, 0, (NB - cols) * sizeof(float));
+                    }
+                    staged = p0;
+                }
+                col = xbuf;
+                cs = NB;
+            }
+            NAME(cl_tile)(mr, cols, col, cs, j->g + p0 * j->gp + k0, 1, j->gp, np, j->out + k0 * j->ok + c0,
+                          j->ok, first, 0, NULL, 0);
+        }
+    }
+}
+
 #undef V
 #undef UV
 #undef IV

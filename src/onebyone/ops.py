@@ -507,6 +507,68 @@ def _forward_native(
     return y
 
 
+def _native_cl_ok(t: Tensor) -> bool:
+    """The channels_last kernels are a candidate ("auto" times them) or forced ("native")."""
+    return _native_dtype_ok(t) and _policy in ("auto", "native")
+
+
+def _mm_native_cl(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """out = a @ b for channels_last pixel matrices: a (pixels x C) and out with contiguous rows."""
+    if a.dim() != 2 or a.stride(1) != 1 or out.stride(1) != 1 or not _native_dtype_ok(a):
+        _mm_torch(a, b, out)
+        return
+    _native.forward_cl(
+        a.data_ptr(), a.stride(0), out.data_ptr(), out.stride(0),
+        b.data_ptr(), b.stride(0), b.stride(1), 0,
+        a.shape[0], a.shape[1], b.shape[1], 0, torch.get_num_threads(),
+    )  # fmt: skip
+
+
+def _forward_native_cl(
+    x: Tensor, w: Tensor, bias: Tensor | None, stride: tuple[int, int], groups: int, activation: str | None
+) -> Tensor:
+    """channels_last float32 on the direct kernel: bias and activation fused when stride is 1."""
+    if stride != (1, 1):
+        y = _forward_gemm(_mm_native_cl, x, w, stride, groups, True)
+        if bias is not None or activation is not None:
+            _epilogue_(_matrix(y, True), bias, activation, True)
+        return y
+    n, c, h, wd = x.shape
+    k, cg = w.shape
+    kg = k // groups
+    y = torch.empty((n, k, h, wd), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    if bias is not None and not bias.is_contiguous():
+        bias = bias.contiguous()
+    act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
+    size, threads = x.element_size(), torch.get_num_threads()
+    for g in range(groups):  # X_g (pixels x C/G) @ W_g^T: W_g^T[i, j] = w[g*kg + j, i]
+        _native.forward_cl(
+            x.data_ptr() + g * cg * size, c,
+            y.data_ptr() + g * kg * size, k,
+            w.data_ptr() + g * kg * cg * size, 1, cg,
+            0 if bias is None else bias.data_ptr() + g * kg * size,
+            n * h * wd, cg, kg, act, threads,
+        )  # fmt: skip
+    return y
+
+
+def _grad_weight_native_cl(grad: Tensor, x: Tensor, groups: int) -> Tensor:
+    """grad_W for channels_last float32, stride 1: sums over every pixel of the batch, per group."""
+    n, k, h, wd = grad.shape
+    c = x.shape[1]
+    cg, kg = c // groups, k // groups
+    gw = torch.empty((k, cg), dtype=grad.dtype, device=grad.device)
+    size, threads = grad.element_size(), torch.get_num_threads()
+    for g in range(groups):
+        _native.grad_weight_cl(
+            grad.data_ptr() + g * kg * size, k,
+            x.data_ptr() + g * cg * size, c,
+            gw.data_ptr() + g * kg * cg * size, cg,
+            n * h * wd, kg, cg, 0, threads,
+        )  # fmt: skip
+    return gw
+
+
 def _forward(
     x: Tensor,
     w: Tensor,
@@ -524,14 +586,26 @@ def _forward(
     k, cg = w.shape
     if _use_native("forward", x, cg, k // groups, channels_last):
         return _forward_native(x, w, bias, stride, groups, activation)
-    if _onednn_ok(x, w, channels_last):  # two libraries: the faster for this shape
-        candidates = _gemm_candidates(x, lambda mm: _forward_gemm(mm, x, w, stride, groups, channels_last))
-        w4 = w.view(*w.shape, 1, 1)
-        candidates["onednn"] = lambda: F.conv2d(x, w4, None, stride, 0, 1, groups)
-        y = _fastest(("forward", channels_last, *x.shape, w.shape[0], stride, groups), x, candidates)
-    else:  # one: no bookkeeping on the way (small layers feel every microsecond)
-        mm = _mm_numpy if _policy == "numpy" and _numpy_ok(x) else _mm_torch
-        y = _forward_gemm(mm, x, w, stride, groups, channels_last)
+    native_cl = channels_last and _native_cl_ok(x)
+    if native_cl or _onednn_ok(x, w, channels_last):  # several libraries: the faster for this shape
+
+        def finished(y: Tensor) -> Tensor:
+            if bias is not None or activation is not None:
+                _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
+            return y
+
+        candidates = _gemm_candidates(
+            x, lambda mm: finished(_forward_gemm(mm, x, w, stride, groups, channels_last))
+        )
+        if _onednn_ok(x, w, channels_last):
+            w4 = w.view(*w.shape, 1, 1)
+            candidates["onednn"] = lambda: finished(F.conv2d(x, w4, None, stride, 0, 1, groups))
+        if native_cl:  # bias and activation fused into its stores
+            candidates["native"] = lambda: _forward_native_cl(x, w, bias, stride, groups, activation)
+        return _fastest(("forward", channels_last, *x.shape, w.shape[0], stride, groups), x, candidates)
+    # one library: no bookkeeping on the way (small layers feel every microsecond)
+    mm = _mm_numpy if _policy == "numpy" and _numpy_ok(x) else _mm_torch
+    y = _forward_gemm(mm, x, w, stride, groups, channels_last)
     if bias is not None or activation is not None:
         _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
     return y
@@ -745,6 +819,9 @@ class _Conv1x1Function(torch.autograd.Function):
             )
             if onednn:
                 cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 0)
+            if channels_last and _native_cl_ok(grad):
+                mm_cl = _mm_native_cl
+                cands["native"] = lambda: _grad_input_gemm(mm_cl, grad, w, shape, stride, groups, True)
             gx = _fastest(("grad_input", *key), grad, cands)
         if (
             ctx.needs_input_grad[1]
@@ -758,6 +835,8 @@ class _Conv1x1Function(torch.autograd.Function):
             )
             if onednn:
                 cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 1)
+            if channels_last and stride == (1, 1) and _native_cl_ok(grad):
+                cands["native"] = lambda: _grad_weight_native_cl(grad, x, groups)
             gw = _fastest(("grad_weight", *key), grad, cands)
         if has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum(dim=(0, 2, 3))
