@@ -5,7 +5,8 @@ For every NCHW shape of benchmarks/conv1x1.py's suite (float32), times each of t
 process, and prints per shape: both times, the ratio (> 1: native faster), and which one conv1x1's
 "auto" rule (onebyone.ops._use_native) picks. The rule's constants are set from this table.
 
-    python benchmarks/native_vs_blas.py [--shapes GLOB ...] [--repeats 7] [--out PREFIX]
+    python benchmarks/native_vs_blas.py [--layout nchw|channels_last] [--shapes GLOB ...] [--repeats 7]
+                                        [--out PREFIX]
 """
 
 from __future__ import annotations
@@ -28,28 +29,31 @@ from onebyone import ops
 PASSES = ("forward", "grad_input", "grad_weight")
 
 
-def _runners(shape: Shape, seed: int = 0) -> dict[str, dict[str, Callable[[], object]]]:
+def _runners(shape: Shape, cl: bool, seed: int = 0) -> dict[str, dict[str, Callable[[], object]]]:
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape.n, shape.c, shape.h, shape.w, generator=gen)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, generator=gen).contiguous(memory_format=fmt)
     w = torch.randn(shape.k, shape.c // shape.groups, generator=gen)
     ho, wo = shape.out_hw
-    g = torch.randn(shape.n, shape.k, ho, wo, generator=gen)
+    g = torch.randn(shape.n, shape.k, ho, wo, generator=gen).contiguous(memory_format=fmt)
     st, grp = (shape.stride, shape.stride), shape.groups
+    native_mm = ops._mm_native_cl if cl else ops._mm_native
+    native_gw = ops._grad_weight_native_cl if cl else ops._grad_weight_native
 
     def forward(mm: ops.Matmul) -> Callable[[], object]:
-        return lambda: ops._forward_gemm(mm, x, w, st, grp, False)
+        return lambda: ops._forward_gemm(mm, x, w, st, grp, cl)
 
     def grad_input(mm: ops.Matmul) -> Callable[[], object]:
-        return lambda: ops._grad_input_gemm(mm, g, w, tuple(x.shape), st, grp, False)
+        return lambda: ops._grad_input_gemm(mm, g, w, tuple(x.shape), st, grp, cl)
 
     out = {
-        "forward": {"native": forward(ops._mm_native), "blas": forward(ops._mm_torch)},
-        "grad_input": {"native": grad_input(ops._mm_native), "blas": grad_input(ops._mm_torch)},
+        "forward": {"native": forward(native_mm), "blas": forward(ops._mm_torch)},
+        "grad_input": {"native": grad_input(native_mm), "blas": grad_input(ops._mm_torch)},
     }
     if st == (1, 1):  # the native grad_weight takes unit strides only
         out["grad_weight"] = {
-            "native": lambda: ops._grad_weight_native(g, x, grp),
-            "blas": lambda: ops._grad_weight_gemm(ops._mm_torch, g, x, st, grp, False),
+            "native": lambda: native_gw(g, x, grp),
+            "blas": lambda: ops._grad_weight_gemm(ops._mm_torch, g, x, st, grp, cl),
         }
     return out
 
@@ -77,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="+", metavar="GLOB", help="only shapes whose name matches")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds; the median is kept")
     parser.add_argument("--min-sample-ms", type=float, default=20.0)
+    parser.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw",
+                        help="channels_last: auto times the candidates instead of a rule (shown as 'timed')")
     parser.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX.md")
     args = parser.parse_args(argv)
+    cl = args.layout == "channels_last"
     if ops.native_isa() is None:
         print("the native kernels were not built: nothing to compare", file=sys.stderr)
         return 1
@@ -96,32 +103,31 @@ def main(argv: list[str] | None = None) -> int:
         probe_x = torch.zeros(1).expand(shape.n, shape.c, shape.h, shape.w)
         probe_g = torch.zeros(1).expand(shape.n, shape.k, *shape.out_hw)
         cg, kg = shape.c // shape.groups, shape.k // shape.groups
-        for pass_, fns in _runners(shape).items():
+        for pass_, fns in _runners(shape, cl).items():
             t = _time(fns, args.repeats, args.min_sample_ms / 1e3)
             probe = probe_x if pass_ == "forward" else probe_g
             c, k = (cg, kg) if pass_ != "grad_input" else (kg, cg)
-            picks_native = _rule(pass_, probe, c, k, shape.stride)
             speedup = t["blas"] / t["native"]
-            right = (speedup >= 1) == picks_native or abs(speedup - 1) < 0.05
-            rows.append(
-                {
-                    "shape": shape.name,
-                    "pass": pass_,
-                    "native_ms": t["native"] * 1e3,
-                    "blas_ms": t["blas"] * 1e3,
-                    "speedup": speedup,
-                    "auto": "native" if picks_native else "blas",
-                    "right": right,
-                }
-            )
+            if cl:  # auto times the candidates on first sight: nothing to check here
+                auto, right = "timed", True
+            else:
+                picks_native = _rule(pass_, probe, c, k, shape.stride)
+                auto = "native" if picks_native else "BLAS"
+                right = (speedup >= 1) == picks_native or abs(speedup - 1) < 0.05
+            row = {"shape": shape.name, "layout": args.layout, "pass": pass_, "native_ms": t["native"] * 1e3,
+                   "blas_ms": t["blas"] * 1e3, "speedup": speedup, "auto": auto, "right": right}
+            rows.append(row)
             line = (
                 f"| {shape.name} | {pass_} | {t['native'] * 1e3:.3f} | {t['blas'] * 1e3:.3f} | "
-                f"{speedup:.2f}x | {'native' if picks_native else 'BLAS'} | {'yes' if right else 'NO'} |"
+                f"{speedup:.2f}x | {auto} | {'yes' if right else 'NO'} |"
             )
             print(line, flush=True)
             lines.append(line)
     wrong = [r for r in rows if not r["right"]]
-    print(f"\nauto picks the faster (within 5%) in {len(rows) - len(wrong)} of {len(rows)} passes")
+    wins = sum(r["speedup"] >= 1 for r in rows)
+    print(f"\nnative faster in {wins} of {len(rows)} passes ({args.layout})")
+    if not cl:
+        print(f"auto's rule picks the faster (within 5%) in {len(rows) - len(wrong)} of {len(rows)} passes")
     if args.out:
         Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
         Path(args.out + ".md").write_text("\n".join(lines) + "\n")

@@ -496,6 +496,8 @@ def test_native_kernels_are_built_on_linux_x86_64():
     if sys.platform != "linux" or platform.machine() != "x86_64":
         pytest.skip("the native kernels are only required where they were developed: Linux on x86-64")
     assert ops.native_isa() in ("avx512", "avx2", "base")
+    if "OpenMP" in torch.__config__.parallel_info():  # the kernels share PyTorch's worker threads
+        assert ops._native.threading() == "openmp"
 
 
 @pytest.fixture

@@ -341,12 +341,24 @@ static inline void NAME(cl_tile)(int mr, int cols, const float *col, long cs, co
 static void NAME(cl_pack)(const Cl *j, float *wp, float *bp)
 {
     long blocks = (j->K + NB - 1) / NB;
-    for (long b = 0; b < blocks; b++)
-        for (long i = 0; i < j->C; i++)
+    if (j->si == 1) { /* W^T of a row-major W: read along W's rows (a strided read is ~5x slower) */
+        for (long b = 0; b < blocks; b++)
             for (long l = 0; l < NB; l++) {
                 long col = b * NB + l;
-                wp[(b * j->C + i) * NB + l] = col < j->K ? j->w[i * j->si + col * j->sj] : 0.0f;
+                float *dst = wp + b * j->C * NB + l;
+                if (col < j->K)
+                    for (long i = 0; i < j->C; i++) dst[i * NB] = j->w[col * j->sj + i];
+                else
+                    for (long i = 0; i < j->C; i++) dst[i * NB] = 0.0f;
             }
+    } else {
+        for (long b = 0; b < blocks; b++)
+            for (long i = 0; i < j->C; i++)
+                for (long l = 0; l < NB; l++) {
+                    long col = b * NB + l;
+                    wp[(b * j->C + i) * NB + l] = col < j->K ? j->w[i * j->si + col * j->sj] : 0.0f;
+                }
+    }
     if (bp)
         for (long l = 0; l < blocks * NB; l++) bp[l] = l < j->K ? j->bias[l] : 0.0f;
 }

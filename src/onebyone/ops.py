@@ -1,19 +1,24 @@
-"""conv1x1: the pointwise convolution as matrix multiplies on views, forward and backward.
+"""conv1x1: the pointwise convolution as matrix products on views, forward and backward.
 
 A 1x1 convolution never looks at a pixel's neighbours, so it is a matrix product in
 disguise. Which product depends on where the channels sit in memory:
 
 * NCHW (contiguous): each image is a C x (H*W) matrix; the output image is
-  W (K x C) @ X (C x H*W). One batched GEMM, no im2col, no copy of the input.
+  W (K x C) @ X (C x H*W). One batched product, no im2col, no copy of the input.
 * channels_last (NHWC in memory): the whole batch is one (N*H*W) x C matrix; the
-  output is X @ W^T, one GEMM whose result is already channels_last.
+  output is X @ W^T, one product whose result is already channels_last.
 
 Groups are blocks of the same matrices; a stride is gathered a few rows at a time into a
-small buffer. The GEMMs write straight into the output; the bias and the activation then
-run in place on it, so a forward pass allocates its output and nothing of the input's size.
-Backward reuses the same views: grad_x = W^T @ grad_y, grad_W = sum over images of
-grad_y @ X^T, grad_b = sum of grad_y. On the CPU each pass is timed once per shape on
-PyTorch's BLAS and, for channels_last, on oneDNN's 1x1 kernel, and the faster is kept.
+small buffer. The products write straight into the output, so a forward pass allocates its
+output and nothing of the input's size. Backward reuses the same views: grad_x = W^T @ grad_y,
+grad_W = sum over images of grad_y @ X^T, grad_b = sum of grad_y.
+
+On the CPU, float32 products run on onebyone's own kernels (``_native.c``: a block of outputs
+kept in registers while the channels stream past, the bias and activation applied before the
+store, on PyTorch's own OpenMP threads) or on a BLAS library: for NCHW by a rule measured on the
+shape suite (native on images of 28 x 28 and more with up to 64 Ki weights), for channels_last by
+timing each candidate (PyTorch's BLAS, the native kernels, oneDNN's 1x1 kernel) once per shape.
+Other dtypes run on PyTorch's BLAS (and oneDNN, timed, for channels_last).
 """
 
 from __future__ import annotations
