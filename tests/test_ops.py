@@ -625,3 +625,29 @@ def test_auto_uses_native_where_the_rule_says(monkeypatch):
         assert len(calls) == 1
     finally:
         ops.set_backend(before)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("n", "c", "k", "p"),
+    [
+        (2, 50, 20, 999),  # few channels: dot products
+        (2, 70, 45, 300),  # outer products on x's transposed tiles
+        (3, 300, 40, 700),  # outer products on g's transposed tiles (C > K, many pixels), then transposed
+        (1, 40, 300, 70),  # wide output, few pixels: more row blocks than column blocks
+    ],
+)
+@pytest.mark.parametrize("method", [-1, 0, 1, 2])
+@pytest.mark.parametrize("accumulate", [0, 1])
+def test_native_grad_weight_in_every_form(n, c, k, p, method, accumulate):
+    """The NCHW grad_weight kernel's three ways (and its own choice) give the same sums, added or not."""
+    gen = torch.Generator().manual_seed(n + c + k + p)
+    g = torch.randn(n, k, p, generator=gen)
+    x = torch.randn(n, c, p, generator=gen)
+    out = torch.randn(k, c + 3, generator=gen)  # a row stride wider than the row: nothing else moves
+    before = out.clone()
+    ptrs = (g.data_ptr(), k * p, p, x.data_ptr(), c * p, p, out.data_ptr(), c + 3)
+    ops._native.grad_weight(*ptrs, n, k, c, p, accumulate, 2, method)
+    want = torch.einsum("nkp,ncp->kc", g.double(), x.double()) + (before[:, :c].double() if accumulate else 0)
+    torch.testing.assert_close(out[:, :c].double(), want, atol=2e-3, rtol=1e-4)
+    assert torch.equal(out[:, c:], before[:, c:])

@@ -23,7 +23,9 @@
 #define KCMAX 256       /* input channels per chunk of the forward loop nest */
 #define TILE_BYTES 196608L /* a pixel tile of the input (chunk x tile floats) fits in L2 */
 #define MAX_THREADS 256
-#define CL_GW_TILE 512  /* most pixels per tile of the channels_last grad_weight */
+#define GW_OUTER_BYTES 131072L /* the transposed tile of x in grad_weight's outer-product form */
+#define CL_GW_TILE 512
+#define GW_DOT_MAX_CHANNELS 100 /* grad_weight (NCHW) as dot products up to K + C channels (measured) */  /* most pixels per tile of the channels_last grad_weight */
 #define PFD 512          /* floats ahead that the forward kernel prefetches, per input row (measured) */
 #define FLOPS_PER_THREAD 4000000.0 /* below this a thread costs more than it saves */
 
@@ -34,7 +36,6 @@ typedef struct {
     const float *bias;            /* NULL or K values */
     long N, C, K, P;
     int act;                      /* 0 none, 1 relu, 2 relu6 */
-    const float *wp;              /* the packed weights */
     long kc, nc;                  /* input channels per chunk, pixels per tile */
 } Fwd;
 
@@ -44,8 +45,9 @@ typedef struct {
     float *out; long ok;          /* K x C result, row stride ok */
     long N, K, C, P;
     int accumulate;               /* add to out instead of overwriting it */
-    long nc;                      /* pixels per tile */
+    long nc;                      /* pixels per tile (dot products) */
     int along_k;                  /* threads split the rows (else the columns) */
+    int outer;                    /* outer products on a transposed tile (else dot products) */
 } Gw;
 
 typedef struct {
@@ -192,9 +194,9 @@ static int threads_for(double flops, int threads)
 typedef struct {
     const char *name;
     int vl, mrmax, mk, mc;
-    void (*pack)(const Fwd *, float *);
     void (*fwd_items)(const Fwd *, long, long);
     void (*gw_rect)(const Gw *, long, long, long, long);
+    int (*gw_outer)(const Gw *, long, long, long, long);
     void (*cl_pack)(const Cl *, float *, float *);
     void (*cl_fwd_items)(const Cl *, long, long);
     void (*cl_gw_blocks)(const ClGw *, long, long);
@@ -208,17 +210,17 @@ static void pick_isa(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq")) {
-        isa = (Isa){"avx512", 16, 12, 4, 6, pack_weights_avx512, fwd_items_avx512, gw_rect_avx512,
+        isa = (Isa){"avx512", 16, 12, 4, 6, fwd_items_avx512, gw_rect_avx512, gw_outer_avx512,
                      cl_pack_avx512, cl_fwd_items_avx512, cl_gw_blocks_avx512};
         return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        isa = (Isa){"avx2", 8, 6, 3, 4, pack_weights_avx2, fwd_items_avx2, gw_rect_avx2,
+        isa = (Isa){"avx2", 8, 6, 3, 4, fwd_items_avx2, gw_rect_avx2, gw_outer_avx2,
                      cl_pack_avx2, cl_fwd_items_avx2, cl_gw_blocks_avx2};
         return;
     }
 #endif
-    isa = (Isa){"base", 4, 6, 3, 4, pack_weights_base, fwd_items_base, gw_rect_base,
+    isa = (Isa){"base", 4, 6, 3, 4, fwd_items_base, gw_rect_base, gw_outer_base,
                  cl_pack_base, cl_fwd_items_base, cl_gw_blocks_base};
 }
 
@@ -229,10 +231,6 @@ static void fwd_range(const void *ctx, long i0, long i1) { isa.fwd_items((const 
 static int run_forward(Fwd *j, int threads)
 {
     long nb = 2L * isa.vl;
-    float *wp = (float *)malloc((size_t)(j->K * j->C > 0 ? j->K * j->C : 1) * sizeof(float));
-    if (!wp) return -1;
-    isa.pack(j, wp);
-    j->wp = wp;
     j->kc = j->C < KCMAX ? j->C : KCMAX;
     long nc = TILE_BYTES / (long)sizeof(float) / (j->kc > 0 ? j->kc : 1) / nb * nb;
     if (nc < nb) nc = nb;
@@ -246,29 +244,68 @@ static int run_forward(Fwd *j, int threads)
     }
     j->nc = nc;
     parallel(threads, j->N * per_image, fwd_range, j);
-    free(wp);
     return 0;
 }
 
 static void gw_range(const void *ctx, long i0, long i1)
 {
     const Gw *j = (const Gw *)ctx;
-    if (j->along_k) {
-        long k0 = i0 * isa.mk, k1 = i1 * isa.mk < j->K ? i1 * isa.mk : j->K;
-        isa.gw_rect(j, k0, k1, 0, j->C);
+    long k0 = 0, k1 = j->K, c0 = 0, c1 = j->C;
+    if (j->outer) {
+        long nb = 2L * isa.vl;
+        if (j->along_k) k0 = i0 * isa.mrmax, k1 = i1 * isa.mrmax < j->K ? i1 * isa.mrmax : j->K;
+        else c0 = i0 * nb, c1 = i1 * nb < j->C ? i1 * nb : j->C;
+        if (isa.gw_outer(j, k0, k1, c0, c1) == 0) return;
+        /* no memory for the transposed tile: the same sums as dot products, which need none */
+    } else if (j->along_k) {
+        k0 = i0 * isa.mk, k1 = i1 * isa.mk < j->K ? i1 * isa.mk : j->K;
     } else {
-        long c0 = i0 * isa.mc, c1 = i1 * isa.mc < j->C ? i1 * isa.mc : j->C;
-        isa.gw_rect(j, 0, j->K, c0, c1);
+        c0 = i0 * isa.mc, c1 = i1 * isa.mc < j->C ? i1 * isa.mc : j->C;
     }
+    isa.gw_rect(j, k0, k1, c0, c1);
 }
 
-static void run_grad_weight(Gw *j, int threads)
+/* method: 0 dot products, 1 outer products on x's transposed tiles, 2 outer products on whichever
+ * operand has fewer rows, -1 the measured choice */
+static void run_grad_weight(Gw *j, int threads, int method)
 {
+    threads = threads_for(2.0 * j->N * j->P * j->C * j->K, threads);
+    /* dot products fold their lanes once per tile: they win only with few channels, where the outer
+     * products' transposition (about 16/K of the work) costs more (benchmarks/native_vs_blas.py) */
+    j->outer = method >= 0 ? method > 0 : j->K + j->C > GW_DOT_MAX_CHANNELS;
+    double np = (double)j->N * j->P;
+    if (j->outer && method != 1 && j->K * (np + j->C) < j->C * np) {
+        /* cheaper to transpose g's tiles (K rows) and the K x C result than x's tiles (C rows):
+         * out^T = sum of x[n, c, p] * g[n, k, p] into a scratch, then added into out */
+        float *t = (float *)malloc((size_t)(j->K * j->C) * sizeof(float));
+        if (t) {
+            Gw sw = *j;
+            sw.g = j->x, sw.gn = j->xn, sw.gc = j->xc;
+            sw.x = j->g, sw.xn = j->gn, sw.xc = j->gc;
+            sw.K = j->C, sw.C = j->K, sw.out = t, sw.ok = j->K, sw.accumulate = 0;
+            run_grad_weight(&sw, threads, 1);
+            for (long k0 = 0; k0 < j->K; k0 += 32) /* in 32 x 32 blocks: whole cache lines each way */
+                for (long c0 = 0; c0 < j->C; c0 += 32)
+                    for (long k = k0; k < k0 + 32 && k < j->K; k++) {
+                        float *row = j->out + k * j->ok;
+                        for (long c = c0; c < c0 + 32 && c < j->C; c++)
+                            row[c] = (j->accumulate ? row[c] : 0.0f) + t[c * j->K + k];
+                    }
+            free(t);
+            return;
+        }
+    }
+    if (j->outer) {
+        long nb = 2L * isa.vl;
+        long kblocks = (j->K + isa.mrmax - 1) / isa.mrmax, cblocks = (j->C + nb - 1) / nb;
+        j->along_k = cblocks < threads && kblocks > cblocks;
+        parallel(threads, j->along_k ? kblocks : cblocks, gw_range, j);
+        return;
+    }
     long kblocks = (j->K + isa.mk - 1) / isa.mk, cblocks = (j->C + isa.mc - 1) / isa.mc;
     j->along_k = kblocks >= cblocks;
     long nc = TILE_BYTES / (long)sizeof(float) / (j->K + j->C > 0 ? j->K + j->C : 1) / isa.vl * isa.vl;
     j->nc = nc < isa.vl ? isa.vl : nc;
-    threads = threads_for(2.0 * j->N * j->P * j->C * j->K, threads);
     parallel(threads, j->along_k ? kblocks : cblocks, gw_range, j);
 }
 
@@ -328,8 +365,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "forward: bad sizes N=%zd C=%zd K=%zd P=%zd act=%d", N, C, K, P, act);
         return NULL;
     }
-    Fwd j = {as_ptr(x), xn, xc, as_ptr(y), yn, yc, as_ptr(w), wk, wc, as_ptr(bias), N, C, K, P, act,
-             NULL, 0, 0};
+    Fwd j = {as_ptr(x), xn, xc, as_ptr(y), yn, yc, as_ptr(w), wk, wc, as_ptr(bias), N, C, K, P, act, 0, 0};
     int rc = 0;
     if (N > 0 && K > 0 && P > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -343,19 +379,19 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 static PyObject *py_grad_weight(PyObject *self, PyObject *args)
 {
     Py_ssize_t g, gn, gc, x, xn, xc, out, ok, N, K, C, P;
-    int accumulate, threads;
+    int accumulate, threads, method = -1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnnii", &g, &gn, &gc, &x, &xn, &xc, &out, &ok, &N, &K, &C, &P,
-                          &accumulate, &threads))
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnnii|i", &g, &gn, &gc, &x, &xn, &xc, &out, &ok, &N, &K, &C, &P,
+                          &accumulate, &threads, &method))
         return NULL;
     if (N < 0 || K < 0 || C < 0 || P < 0) {
         PyErr_Format(PyExc_ValueError, "grad_weight: bad sizes N=%zd K=%zd C=%zd P=%zd", N, K, C, P);
         return NULL;
     }
-    Gw j = {as_ptr(g), gn, gc, as_ptr(x), xn, xc, as_ptr(out), ok, N, K, C, P, accumulate, 0, 0};
+    Gw j = {as_ptr(g), gn, gc, as_ptr(x), xn, xc, as_ptr(out), ok, N, K, C, P, accumulate, 0, 0, 0};
     if (K > 0 && C > 0) {
         Py_BEGIN_ALLOW_THREADS
-        run_grad_weight(&j, threads);
+        run_grad_weight(&j, threads, method);
         Py_END_ALLOW_THREADS
     }
     Py_RETURN_NONE;
@@ -446,8 +482,9 @@ static PyMethodDef methods[] = {
      "forward(x, xn, xc, y, yn, yc, w, wk, wc, bias, N, C, K, P, act, threads): "
      "y[n,k,p] = act(sum_c w[k,c] x[n,c,p] + bias[k]) on float32 data pointers and element strides."},
     {"grad_weight", py_grad_weight, METH_VARARGS,
-     "grad_weight(g, gn, gc, x, xn, xc, out, ok, N, K, C, P, accumulate, threads): "
-     "out[k,c] (+)= sum over n, p of g[n,k,p] x[n,c,p]."},
+     "grad_weight(g, gn, gc, x, xn, xc, out, ok, N, K, C, P, accumulate, threads, method=-1): "
+     "out[k,c] (+)= sum over n, p of g[n,k,p] x[n,c,p]; method 0 dot products, 1 outer products, "
+     "2 outer products transposing the narrower operand, -1 the measured choice."},
     {"forward_cl", py_forward_cl, METH_VARARGS,
      "forward_cl(x, xp, y, yp, w, si, sj, bias, P, C, K, act, threads): channels_last "
      "y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + j*sj."},

@@ -31,12 +31,12 @@ static inline __attribute__((always_inline)) void NAME(store)(float *p, V v) { *
  * A micro-tile is mr output channels x NB pixels held in registers while the input channels stream
  * past: per channel, NV vector loads of x and mr broadcasts of packed weights feed mr*NV FMAs.
  * Loop nest per (image, pixel tile): input-channel chunk of kc -> block of mr outputs -> NB pixels.
- * The tile of x (kc x nc floats) stays in L2 across the output blocks; the weight panel (mr x kc)
- * in L1 across the pixels.
+ * The tile of x (kc x nc floats) stays in L2 across the output blocks; the weights are broadcast
+ * from where they lie (mr rows x kc, in L1 across the pixels), never copied.
  */
 
 static inline __attribute__((always_inline)) void NAME(fwd_micro)(
-    const int mr, const float *x, long xs, const float *wp, long nck, float *y, long ys,
+    const int mr, const float *x, long xs, const float *w, long wk, long wc, long nck, float *y, long ys,
     int first, int last, const float *bias, int act)
 {
     V acc[MRMAX][NV];
@@ -56,10 +56,10 @@ static inline __attribute__((always_inline)) void NAME(fwd_micro)(
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) __builtin_prefetch(x + c * xs + PFD + v * VL);
 #endif
-        const float *wr = wp + c * mr;
+        const float *wr = w + c * wc;
 #pragma GCC unroll 16
         for (int r = 0; r < mr; r++) {
-            V b = NAME(splat)(wr[r]);
+            V b = NAME(splat)(wr[r * wk]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) acc[r][v] += b * xv[v];
         }
@@ -88,10 +88,10 @@ static inline __attribute__((always_inline)) void NAME(fwd_micro)(
 }
 
 #define FWD_CASE(M) \
-    case M: NAME(fwd_micro)(M, x, xs, wp, nck, y, ys, first, last, bias, act); break;
+    case M: NAME(fwd_micro)(M, x, xs, w, wk, wc, nck, y, ys, first, last, bias, act); break;
 
-static void NAME(fwd_dispatch)(int mr, const float *x, long xs, const float *wp, long nck, float *y,
-                               long ys, int first, int last, const float *bias, int act)
+static void NAME(fwd_dispatch)(int mr, const float *x, long xs, const float *w, long wk, long wc, long nck,
+                               float *y, long ys, int first, int last, const float *bias, int act)
 {
     switch (mr) {
         FWD_CASE(1) FWD_CASE(2) FWD_CASE(3) FWD_CASE(4)
@@ -105,18 +105,6 @@ static void NAME(fwd_dispatch)(int mr, const float *x, long xs, const float *wp,
     }
 }
 #undef FWD_CASE
-
-/* Packs w (K x C, strides wk, wc) into blocks of MRMAX output channels: block b holds
- * wp[b*MRMAX*C + c*mr + r] = w[b*MRMAX + r, c], mr = the block's height (the last may be short). */
-static void NAME(pack_weights)(const Fwd *j, float *wp)
-{
-    for (long k0 = 0; k0 < j->K; k0 += MRMAX) {
-        long mr = j->K - k0 < MRMAX ? j->K - k0 : MRMAX;
-        float *dst = wp + k0 * j->C;
-        for (long c = 0; c < j->C; c++)
-            for (long r = 0; r < mr; r++) dst[c * mr + r] = j->w[(k0 + r) * j->wk + c * j->wc];
-    }
-}
 
 /* Work items are (image, pixel tile) pairs; this runs items [i0, i1). */
 static void NAME(fwd_items)(const Fwd *j, long i0, long i1)
@@ -134,12 +122,12 @@ static void NAME(fwd_items)(const Fwd *j, long i0, long i1)
             int first = c0 == 0, last = c0 + nck >= j->C;
             for (long k0 = 0; k0 < j->K; k0 += MRMAX) {
                 int mr = (int)(j->K - k0 < MRMAX ? j->K - k0 : MRMAX);
-                const float *wp = j->wp + k0 * j->C + c0 * mr;
+                const float *wb = j->w + k0 * j->wk + c0 * j->wc; /* read in place: no copy */
                 const float *b = j->bias ? j->bias + k0 : NULL;
                 long p = p0;
                 for (; p + NB <= p1; p += NB)
-                    NAME(fwd_dispatch)(mr, xi + c0 * j->xc + p, j->xc, wp, nck, yi + k0 * j->yc + p,
-                                       j->yc, first, last, b, j->act);
+                    NAME(fwd_dispatch)(mr, xi + c0 * j->xc + p, j->xc, wb, j->wk, j->wc, nck,
+                                       yi + k0 * j->yc + p, j->yc, first, last, b, j->act);
                 if (p < p1) { /* the last few pixels of the image, through a zero-padded buffer */
                     long rem = p1 - p;
                     for (long c = 0; c < nck; c++) {
@@ -149,7 +137,7 @@ static void NAME(fwd_items)(const Fwd *j, long i0, long i1)
                     if (!first)
                         for (int r = 0; r < mr; r++)
                             memcpy(ybuf + r * NB, yi + (k0 + r) * j->yc + p, rem * sizeof(float));
-                    NAME(fwd_dispatch)(mr, xbuf, NB, wp, nck, ybuf, NB, first, last, b, j->act);
+                    NAME(fwd_dispatch)(mr, xbuf, NB, wb, j->wk, j->wc, nck, ybuf, NB, first, last, b, j->act);
                     for (int r = 0; r < mr; r++)
                         memcpy(yi + (k0 + r) * j->yc + p, ybuf + r * NB, rem * sizeof(float));
                 }
@@ -413,6 +401,43 @@ static void NAME(cl_gw_blocks)(const ClGw *j, long b0, long b1)
                           j->ok, first, 0, NULL, 0);
         }
     }
+}
+
+/* grad_weight for NCHW as outer products: a tile of x (C x np pixels of one image) is transposed
+ * once into pixels x channels, then out[k, c-block] += g[n, k, p] * xT[p, c-block] runs on the
+ * channels_last micro-tile (rows: output channels, broadcast from g's rows; columns: NB input
+ * channels). No lane folding; the transposition costs about 16/K of the FMAs. This thread's share:
+ * rows [k0, k1), columns [c0, c1) of out. Returns -1 when it cannot get its scratch. */
+static int NAME(gw_outer)(const Gw *j, long k0, long k1, long c0, long c1)
+{
+    long width = c1 - c0, cpad = (width + NB - 1) / NB * NB;
+    long tile = GW_OUTER_BYTES / (long)sizeof(float) / cpad;
+    tile = tile < 16 ? 16 : tile > 1024 ? 1024 : tile;
+    float *xt = (float *)aligned_alloc(64, (size_t)(tile * cpad * sizeof(float) + 64) / 64 * 64);
+    if (!xt) return -1;
+    for (long n = 0; n < j->N; n++) {
+        const float *gi = j->g + n * j->gn, *xi = j->x + n * j->xn + c0 * j->xc;
+        for (long p0 = 0; p0 < j->P; p0 += tile) {
+            long np = j->P - p0 < tile ? j->P - p0 : tile;
+            int first = n == 0 && p0 == 0 && !j->accumulate;
+            for (long q = 0; q < np; q++) /* transpose, zero-padding the columns past c1 */
+                for (long c = width; c < cpad; c++) xt[q * cpad + c] = 0.0f;
+            for (long c = 0; c < width; c++) {
+                const float *src = xi + c * j->xc + p0;
+                for (long q = 0; q < np; q++) xt[q * cpad + c] = src[q];
+            }
+            for (long k = k0; k < k1; k += MRMAX) {
+                int mr = (int)(k1 - k < MRMAX ? k1 - k : MRMAX);
+                for (long cb = 0; cb < width; cb += NB) {
+                    int cols = (int)(width - cb < NB ? width - cb : NB);
+                    NAME(cl_tile)(mr, cols, xt + cb, cpad, gi + k * j->gc + p0, j->gc, 1, np,
+                                  j->out + k * j->ok + c0 + cb, j->ok, first, 0, NULL, 0);
+                }
+            }
+        }
+    }
+    free(xt);
+    return 0;
 }
 
 #undef V

@@ -302,9 +302,12 @@ def _native_dtype_ok(t: Tensor) -> bool:
 # and keep a block of outputs in registers while the channels stream past, so forward and grad_input
 # win on images of 28 x 28 and more with up to 64 Ki weights (1.1x to 2.1x at batch 1: the seed's
 # 50 -> 20 maps, GoogLeNet's and ResNet's early 1x1 layers, MobileNet's pw1-pw5), and on tiny problems
-# where a BLAS call's own overhead is most of the time; grad_weight (dot products along the pixels)
-# wins only with few channels. BLAS's cache blocking wins on the wide layers over few pixels.
-_NATIVE_MAX_WEIGHTS = {"forward": 65536, "grad_input": 65536, "grad_weight": 2048}  # C x K per group
+# where a BLAS call's own overhead is most of the time. grad_weight runs as dot products along the
+# pixels with few channels (K + C <= 100) and as outer products on transposed tiles otherwise, level
+# with BLAS or ahead from 32 channels on each side on batches and on large images. BLAS's cache
+# blocking wins on the wide layers over few pixels.
+_NATIVE_MAX_WEIGHTS = {"forward": 65536, "grad_input": 65536, "grad_weight": 65536}  # C x K per group
+_NATIVE_GW_DOT_CHANNELS = 100  # K + C: grad_weight's dot-product form (the C side's own threshold)
 _NATIVE_MIN_PIXELS = 784  # per image (28 x 28): below it BLAS's blocking over the channels wins
 _NATIVE_TINY_MACS = {"forward": 1 << 16, "grad_input": 1 << 16, "grad_weight": 1 << 17}
 
@@ -318,7 +321,14 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
     n, _, h, w = x_or_grad.shape
     if n * h * w * c * k <= _NATIVE_TINY_MACS[pass_]:
         return True
-    return c * k <= _NATIVE_MAX_WEIGHTS[pass_] and h * w >= _NATIVE_MIN_PIXELS
+    large_images = c * k <= _NATIVE_MAX_WEIGHTS[pass_] and h * w >= _NATIVE_MIN_PIXELS
+    if pass_ != "grad_weight":
+        return large_images
+    if c + k <= _NATIVE_GW_DOT_CHANNELS:  # dot products along the pixels
+        return True
+    # outer products on transposed tiles: level with BLAS or ahead once both sides have 32 channels,
+    # ahead on batches (measured at 32) and on large images
+    return min(c, k) >= 32 and (n >= 8 or large_images)
 
 
 R = TypeVar("R")
@@ -517,6 +527,16 @@ def _native_cl_ok(t: Tensor) -> bool:
     return _native_dtype_ok(t) and _policy in ("auto", "native")
 
 
+# The channels_last kernel packs W^T into blocks of 32 columns (one group at a time): offered for a
+# forward pass while that copy stays within the same 8% of the input as oneDNN's weight reorder.
+_NATIVE_CL_PACK_SHARE = _ONEDNN_WEIGHT_SHARE
+
+
+def _native_cl_packing_ok(x: Tensor, w: Tensor, groups: int) -> bool:
+    kg, cg = w.shape[0] // groups, w.shape[1]
+    return -(-kg // 32) * 32 * cg <= _NATIVE_CL_PACK_SHARE * x.numel()
+
+
 def _mm_native_cl(a: Tensor, b: Tensor, out: Tensor) -> None:
     """out = a @ b for channels_last pixel matrices: a (pixels x C) and out with contiguous rows."""
     if a.dim() != 2 or a.stride(1) != 1 or out.stride(1) != 1 or not _native_dtype_ok(a):
@@ -591,7 +611,7 @@ def _forward(
     k, cg = w.shape
     if _use_native("forward", x, cg, k // groups, channels_last):
         return _forward_native(x, w, bias, stride, groups, activation)
-    native_cl = channels_last and _native_cl_ok(x)
+    native_cl = channels_last and _native_cl_ok(x) and _native_cl_packing_ok(x, w, groups)
     if native_cl or _onednn_ok(x, w, channels_last):  # several libraries: the faster for this shape
 
         def finished(y: Tensor) -> Tensor:
