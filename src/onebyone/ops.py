@@ -611,7 +611,9 @@ def _forward(
     k, cg = w.shape
     if _use_native("forward", x, cg, k // groups, channels_last):
         return _forward_native(x, w, bias, stride, groups, activation)
-    native_cl = channels_last and _native_cl_ok(x) and _native_cl_packing_ok(x, w, groups)
+    native_cl = (
+        channels_last and _native_cl_ok(x) and (_policy == "native" or _native_cl_packing_ok(x, w, groups))
+    )
     if native_cl or _onednn_ok(x, w, channels_last):  # several libraries: the faster for this shape
 
         def finished(y: Tensor) -> Tensor:
