@@ -23,10 +23,11 @@ Other dtypes run on PyTorch's BLAS (and oneDNN, timed, for channels_last).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -334,14 +335,18 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
 R = TypeVar("R")
 
 
-def _fastest(key: tuple[object, ...], like: Tensor, candidates: dict[str, Callable[[], R]]) -> R:
-    """Run the fastest candidate for this key: all timed on first sight, the winner remembered."""
+def _choice_key(pass_: str, like: Tensor, *shape: object) -> tuple[object, ...]:
+    return (pass_, *shape, like.dtype, torch.get_num_threads())
+
+
+def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]]) -> R:
+    """Run the fastest candidate for this key (see _choice_key): all timed on first sight, the winner
+    remembered."""
     if _policy != "auto":
         name = _policy if _policy in candidates else "torch"
         return candidates[name]()
     if len(candidates) == 1:
         return candidates["torch"]()
-    key = (*key, like.dtype, torch.get_num_threads())
     chosen = _choices.get(key)
     if chosen is not None:
         return candidates[chosen]()
@@ -594,6 +599,28 @@ def _grad_weight_native_cl(grad: Tensor, x: Tensor, groups: int) -> Tensor:
     return gw
 
 
+def _forward_on(
+    name: str,
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    groups: int,
+    activation: str | None,
+    channels_last: bool,
+) -> Tensor:
+    """The forward pass on one named library, bias and activation included."""
+    if name == "native":  # fuses them into its stores
+        return _forward_native_cl(x, w, bias, stride, groups, activation)
+    if name == "onednn":
+        y = F.conv2d(x, w.view(*w.shape, 1, 1), None, stride, 0, 1, groups)
+    else:
+        y = _forward_gemm(_mm_numpy if name == "numpy" else _mm_torch, x, w, stride, groups, channels_last)
+    if bias is not None or activation is not None:
+        _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
+    return y
+
+
 def _forward(
     x: Tensor,
     w: Tensor,
@@ -614,22 +641,19 @@ def _forward(
     native_cl = (
         channels_last and _native_cl_ok(x) and (_policy == "native" or _native_cl_packing_ok(x, w, groups))
     )
-    if native_cl or _onednn_ok(x, w, channels_last):  # several libraries: the faster for this shape
-
-        def finished(y: Tensor) -> Tensor:
-            if bias is not None or activation is not None:
-                _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
-            return y
-
-        candidates = _gemm_candidates(
-            x, lambda mm: finished(_forward_gemm(mm, x, w, stride, groups, channels_last))
-        )
-        if _onednn_ok(x, w, channels_last):
-            w4 = w.view(*w.shape, 1, 1)
-            candidates["onednn"] = lambda: finished(F.conv2d(x, w4, None, stride, 0, 1, groups))
-        if native_cl:  # bias and activation fused into its stores
-            candidates["native"] = lambda: _forward_native_cl(x, w, bias, stride, groups, activation)
-        return _fastest(("forward", channels_last, *x.shape, w.shape[0], stride, groups), x, candidates)
+    onednn = _onednn_ok(x, w, channels_last)
+    if native_cl or onednn:  # several libraries: the faster for this shape
+        key = _choice_key("forward", x, channels_last, *x.shape, k, stride, groups)
+        chosen = _choices.get(key) if _policy == "auto" else None
+        if chosen is not None:  # the common case after the first call: straight there
+            return _forward_on(chosen, x, w, bias, stride, groups, activation, channels_last)
+        names = ["torch"] + ["numpy"] * (_policy == "numpy" and _numpy_ok(x))
+        names += ["onednn"] * onednn + ["native"] * native_cl
+        candidates = {
+            name: functools.partial(_forward_on, name, x, w, bias, stride, groups, activation, channels_last)
+            for name in names
+        }
+        return _fastest(key, candidates)
     # one library: no bookkeeping on the way (small layers feel every microsecond)
     mm = _mm_numpy if _policy == "numpy" and _numpy_ok(x) else _mm_torch
     y = _forward_gemm(mm, x, w, stride, groups, channels_last)
@@ -849,7 +873,7 @@ class _Conv1x1Function(torch.autograd.Function):
             if channels_last and _native_cl_ok(grad):
                 mm_cl = _mm_native_cl
                 cands["native"] = lambda: _grad_input_gemm(mm_cl, grad, w, shape, stride, groups, True)
-            gx = _fastest(("grad_input", *key), grad, cands)
+            gx = _fastest(_choice_key("grad_input", grad, *key), cands)
         if (
             ctx.needs_input_grad[1]
             and stride == (1, 1)
@@ -864,7 +888,7 @@ class _Conv1x1Function(torch.autograd.Function):
                 cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 1)
             if channels_last and stride == (1, 1) and _native_cl_ok(grad):
                 cands["native"] = lambda: _grad_weight_native_cl(grad, x, groups)
-            gw = _fastest(("grad_weight", *key), grad, cands)
+            gw = _fastest(_choice_key("grad_weight", grad, *key), cands)
         if has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum(dim=(0, 2, 3))
         return gx, gw, gb, None, None, None, None
