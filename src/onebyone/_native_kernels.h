@@ -28,16 +28,20 @@ static inline __attribute__((always_inline)) void NAME(store)(float *p, V v) { *
 /* ------------------------------------------------------------------------------ forward
  *
  * y[n, k, p] = act(sum_c w[k, c] * x[n, c, p] + bias[k]).
- * A micro-tile is mr output channels x NB pixels held in registers while the input channels stream
- * past: per channel, NV vector loads of x and mr broadcasts of packed weights feed mr*NV FMAs.
+ * The micro-tile below with rows = output channels, columns = pixels, the weights broadcast.
  * Loop nest per (image, pixel tile): input-channel chunk of kc -> block of mr outputs -> NB pixels.
  * The tile of x (kc x nc floats) stays in L2 across the output blocks; the weights are broadcast
  * from where they lie (mr rows x kc, in L1 across the pixels), never copied.
  */
 
-static inline __attribute__((always_inline)) void NAME(fwd_micro)(
-    const int mr, const float *x, long xs, const float *w, long wk, long wc, long nck, float *y, long ys,
-    int first, int last, const float *bias, int act)
+/* The one micro-tile every kernel here runs: out[r, :] (+)= row[r, i] * col[i, :] for mr rows and NB
+ * columns held in registers while i runs over n steps. Per step: NV vector loads of the column
+ * operand (row i at col + i*cs), mr broadcasts of the row operand (element (r, i) at row + r*rs + i*is,
+ * read where it lies), mr*NV FMAs. first: start from the bias (one value per row, or a vector per
+ * column when bias_rows is 0) or zero, else from y; last: apply the activation before the store. */
+static inline __attribute__((always_inline)) void NAME(tile_micro)(
+    const int mr, const float *col, long cs, const float *row, long rs, long is, long n, float *y, long ys,
+    int first, int last, const float *bias, int bias_rows, int act)
 {
     V acc[MRMAX][NV];
 #pragma GCC unroll 16
@@ -45,23 +49,23 @@ static inline __attribute__((always_inline)) void NAME(fwd_micro)(
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             if (!first) acc[r][v] = NAME(load)(y + r * ys + v * VL);
-            else acc[r][v] = NAME(splat)(bias ? bias[r] : 0.0f);
+            else if (!bias) acc[r][v] = NAME(splat)(0.0f);
+            else acc[r][v] = bias_rows ? NAME(splat)(bias[r]) : NAME(load)(bias + v * VL);
         }
     }
-    for (long c = 0; c < nck; c++) {
-        V xv[NV];
+    for (long i = 0; i < n; i++) {
+        V cv[NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) xv[v] = NAME(load)(x + c * xs + v * VL);
-#ifdef PFD /* the same rows a few tiles ahead: many short strided streams defeat the hardware prefetcher */
+        for (int v = 0; v < NV; v++) cv[v] = NAME(load)(col + i * cs + v * VL);
+        /* the same rows a few tiles ahead: many short strided streams defeat the hardware prefetcher */
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) __builtin_prefetch(x + c * xs + PFD + v * VL);
-#endif
-        const float *wr = w + c * wc;
+        for (int v = 0; v < NV; v++) __builtin_prefetch(col + i * cs + PFD + v * VL);
+        const float *ri = row + i * is;
 #pragma GCC unroll 16
         for (int r = 0; r < mr; r++) {
-            V b = NAME(splat)(wr[r * wk]);
+            V b = NAME(splat)(ri[r * rs]);
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[r][v] += b * xv[v];
+            for (int v = 0; v < NV; v++) acc[r][v] += b * cv[v];
         }
     }
     if (last && act) {
@@ -70,8 +74,7 @@ static inline __attribute__((always_inline)) void NAME(fwd_micro)(
         for (int r = 0; r < mr; r++) {
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) {
-                /* as torch.clamp: a NaN stays NaN */
-                V a = (V)((IV)acc[r][v] & ~(acc[r][v] < zero));
+                V a = (V)((IV)acc[r][v] & ~(acc[r][v] < zero)); /* as torch.clamp: NaN stays NaN */
                 if (act == 2) {
                     IV high = a > six;
                     a = (V)(((IV)a & ~high) | ((IV)six & high));
@@ -87,24 +90,24 @@ static inline __attribute__((always_inline)) void NAME(fwd_micro)(
     }
 }
 
-#define FWD_CASE(M) \
-    case M: NAME(fwd_micro)(M, x, xs, w, wk, wc, nck, y, ys, first, last, bias, act); break;
+#define TILE_CASE(M) \
+    case M: NAME(tile_micro)(M, col, cs, row, rs, is, n, y, ys, first, last, bias, bias_rows, act); break;
 
-static void NAME(fwd_dispatch)(int mr, const float *x, long xs, const float *w, long wk, long wc, long nck,
-                               float *y, long ys, int first, int last, const float *bias, int act)
+static void NAME(tile)(int mr, const float *col, long cs, const float *row, long rs, long is, long n, float *y,
+                       long ys, int first, int last, const float *bias, int bias_rows, int act)
 {
     switch (mr) {
-        FWD_CASE(1) FWD_CASE(2) FWD_CASE(3) FWD_CASE(4)
+        TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4)
 #if MRMAX > 4
-        FWD_CASE(5) FWD_CASE(6)
+        TILE_CASE(5) TILE_CASE(6)
 #endif
 #if MRMAX > 6
-        FWD_CASE(7) FWD_CASE(8) FWD_CASE(9) FWD_CASE(10) FWD_CASE(11) FWD_CASE(12)
+        TILE_CASE(7) TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12)
 #endif
         default: break;
     }
 }
-#undef FWD_CASE
+#undef TILE_CASE
 
 /* Work items are (image, pixel tile) pairs; this runs items [i0, i1). */
 static void NAME(fwd_items)(const Fwd *j, long i0, long i1)
@@ -126,8 +129,8 @@ static void NAME(fwd_items)(const Fwd *j, long i0, long i1)
                 const float *b = j->bias ? j->bias + k0 : NULL;
                 long p = p0;
                 for (; p + NB <= p1; p += NB)
-                    NAME(fwd_dispatch)(mr, xi + c0 * j->xc + p, j->xc, wb, j->wk, j->wc, nck,
-                                       yi + k0 * j->yc + p, j->yc, first, last, b, j->act);
+                    NAME(tile)(mr, xi + c0 * j->xc + p, j->xc, wb, j->wk, j->wc, nck, yi + k0 * j->yc + p,
+                               j->yc, first, last, b, 1, j->act);
                 if (p < p1) { /* the last few pixels of the image, through a zero-padded buffer */
                     long rem = p1 - p;
                     for (long c = 0; c < nck; c++) {
@@ -137,7 +140,7 @@ static void NAME(fwd_items)(const Fwd *j, long i0, long i1)
                     if (!first)
                         for (int r = 0; r < mr; r++)
                             memcpy(ybuf + r * NB, yi + (k0 + r) * j->yc + p, rem * sizeof(float));
-                    NAME(fwd_dispatch)(mr, xbuf, NB, wb, j->wk, j->wc, nck, ybuf, NB, first, last, b, j->act);
+                    NAME(tile)(mr, xbuf, NB, wb, j->wk, j->wc, nck, ybuf, NB, first, last, b, 1, j->act);
                     for (int r = 0; r < mr; r++)
                         memcpy(yi + (k0 + r) * j->yc + p, ybuf + r * NB, rem * sizeof(float));
                 }
@@ -234,77 +237,10 @@ static void NAME(gw_rect)(const Gw *j, long k0, long k1, long c0, long c1)
 
 /* ---------------------------------------------------------------------- channels_last
  *
- * With the channels innermost, a pixel's outputs are contiguous: the micro-tile is mr rows (pixels
- * for forward and grad_input, output channels for grad_weight) x NB columns held in registers. Per
- * step of the reduction it loads NV vectors of the column operand and broadcasts mr scalars of the
- * row operand: out[r, :] += row[r, i] * col[i, :]. The row operand is read in place (element (r, i)
- * at row + r*rs + i*is); the column operand has NB readable columns (packed, or staged at the edge).
+ * With the channels innermost, a pixel's outputs are contiguous: the same micro-tile with rows =
+ * pixels (forward, grad_input) or output channels (grad_weight) and NB columns of channels. The
+ * column operand must have NB readable columns: packed, or staged at the edge.
  */
-
-static inline __attribute__((always_inline)) void NAME(cl_micro)(
-    const int mr, const float *col, long cs, const float *row, long rs, long is, long n, float *y, long ys,
-    int first, int last, const float *bias, int act)
-{
-    V acc[MRMAX][NV];
-#pragma GCC unroll 16
-    for (int r = 0; r < mr; r++) {
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
-            if (!first) acc[r][v] = NAME(load)(y + r * ys + v * VL);
-            else acc[r][v] = bias ? NAME(load)(bias + v * VL) : NAME(splat)(0.0f);
-        }
-    }
-    for (long i = 0; i < n; i++) {
-        V cv[NV];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) cv[v] = NAME(load)(col + i * cs + v * VL);
-#pragma GCC unroll 16
-        for (int r = 0; r < mr; r++) {
-            V b = NAME(splat)(row[r * rs + i * is]);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[r][v] += b * cv[v];
-        }
-    }
-    if (last && act) {
-        V zero = NAME(splat)(0.0f), six = NAME(splat)(6.0f);
-#pragma GCC unroll 16
-        for (int r = 0; r < mr; r++) {
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) {
-                V a = (V)((IV)acc[r][v] & ~(acc[r][v] < zero)); /* as torch.clamp: NaN stays NaN */
-                if (act == 2) {
-                    IV high = a > six;
-                    a = (V)(((IV)a & ~high) | ((IV)six & high));
-                }
-                acc[r][v] = a;
-            }
-        }
-    }
-#pragma GCC unroll 16
-    for (int r = 0; r < mr; r++) {
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) NAME(store)(y + r * ys + v * VL, acc[r][v]);
-    }
-}
-
-#define CL_CASE(M) \
-    case M: NAME(cl_micro)(M, col, cs, row, rs, is, n, y, ys, first, last, bias, act); break;
-
-static void NAME(cl_dispatch)(int mr, const float *col, long cs, const float *row, long rs, long is, long n,
-                              float *y, long ys, int first, int last, const float *bias, int act)
-{
-    switch (mr) {
-        CL_CASE(1) CL_CASE(2) CL_CASE(3) CL_CASE(4)
-#if MRMAX > 4
-        CL_CASE(5) CL_CASE(6)
-#endif
-#if MRMAX > 6
-        CL_CASE(7) CL_CASE(8) CL_CASE(9) CL_CASE(10) CL_CASE(11) CL_CASE(12)
-#endif
-        default: break;
-    }
-}
-#undef CL_CASE
 
 /* One micro-tile whose columns may run past the output's last one (cols < NB): computed in full
  * into a buffer, only the valid columns copied out. */
@@ -313,13 +249,13 @@ static inline void NAME(cl_tile)(int mr, int cols, const float *col, long cs, co
                                  const float *bias, int act)
 {
     if (cols == NB) {
-        NAME(cl_dispatch)(mr, col, cs, row, rs, is, n, y, ys, first, last, bias, act);
+        NAME(tile)(mr, col, cs, row, rs, is, n, y, ys, first, last, bias, 0, act);
         return;
     }
     float ybuf[MRMAX * NB] __attribute__((aligned(64)));
     if (!first)
         for (int r = 0; r < mr; r++) memcpy(ybuf + r * NB, y + r * ys, cols * sizeof(float));
-    NAME(cl_dispatch)(mr, col, cs, row, rs, is, n, ybuf, NB, first, last, bias, act);
+    NAME(tile)(mr, col, cs, row, rs, is, n, ybuf, NB, first, last, bias, 0, act);
     for (int r = 0; r < mr; r++) memcpy(y + r * ys, ybuf + r * NB, cols * sizeof(float));
 }
 

@@ -500,30 +500,38 @@ def _forward_gemm(
 
 
 def _forward_native(
-    x: Tensor, w: Tensor, bias: Tensor | None, stride: tuple[int, int], groups: int, activation: str | None
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    groups: int,
+    activation: str | None,
+    channels_last: bool,
 ) -> Tensor:
-    """NCHW float32 on the direct kernel: bias and activation fused into its stores when stride is 1."""
+    """float32 on the direct kernels, either layout: bias and activation fused into the stores when
+    stride is 1; with a stride, the gathered blocks of _forward_gemm and the epilogue after."""
     if stride != (1, 1):
-        y = _forward_gemm(_mm_native, x, w, stride, groups, False)
+        y = _forward_gemm(_mm_native_cl if channels_last else _mm_native, x, w, stride, groups, channels_last)
         if bias is not None or activation is not None:
-            _epilogue_(_matrix(y, False), bias, activation, False)
+            _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
         return y
     n, c, h, wd = x.shape
     k, cg = w.shape
     kg, p = k // groups, h * wd
-    y = torch.empty((n, k, h, wd), dtype=x.dtype, device=x.device)
+    y = torch.empty((n, k, h, wd), dtype=x.dtype, device=x.device, memory_format=_format(channels_last))
     if bias is not None and not bias.is_contiguous():
         bias = bias.contiguous()
     act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
     size, threads = x.element_size(), torch.get_num_threads()
     for g in range(groups):
-        _native.forward(
-            x.data_ptr() + g * cg * p * size, c * p, p,
-            y.data_ptr() + g * kg * p * size, k * p, p,
-            w.data_ptr() + g * kg * cg * size, cg, 1,
-            0 if bias is None else bias.data_ptr() + g * kg * size,
-            n, cg, kg, p, act, threads,
-        )  # fmt: skip
+        b = 0 if bias is None else bias.data_ptr() + g * kg * size
+        wg = w.data_ptr() + g * kg * cg * size
+        if channels_last:  # X_g (pixels x C/G) @ W_g^T, W_g^T[i, j] = w[g*kg + j, i]
+            xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
+            _native.forward_cl(xg, c, yg, k, wg, 1, cg, b, n * p, cg, kg, act, threads)
+        else:  # per image W_g (K/G x C/G) @ X[n, g] (C/G x pixels)
+            xg, yg = x.data_ptr() + g * cg * p * size, y.data_ptr() + g * kg * p * size
+            _native.forward(xg, c * p, p, yg, k * p, p, wg, cg, 1, b, n, cg, kg, p, act, threads)
     return y
 
 
@@ -552,34 +560,6 @@ def _mm_native_cl(a: Tensor, b: Tensor, out: Tensor) -> None:
         b.data_ptr(), b.stride(0), b.stride(1), 0,
         a.shape[0], a.shape[1], b.shape[1], 0, torch.get_num_threads(),
     )  # fmt: skip
-
-
-def _forward_native_cl(
-    x: Tensor, w: Tensor, bias: Tensor | None, stride: tuple[int, int], groups: int, activation: str | None
-) -> Tensor:
-    """channels_last float32 on the direct kernel: bias and activation fused when stride is 1."""
-    if stride != (1, 1):
-        y = _forward_gemm(_mm_native_cl, x, w, stride, groups, True)
-        if bias is not None or activation is not None:
-            _epilogue_(_matrix(y, True), bias, activation, True)
-        return y
-    n, c, h, wd = x.shape
-    k, cg = w.shape
-    kg = k // groups
-    y = torch.empty((n, k, h, wd), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    if bias is not None and not bias.is_contiguous():
-        bias = bias.contiguous()
-    act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
-    size, threads = x.element_size(), torch.get_num_threads()
-    for g in range(groups):  # X_g (pixels x C/G) @ W_g^T: W_g^T[i, j] = w[g*kg + j, i]
-        _native.forward_cl(
-            x.data_ptr() + g * cg * size, c,
-            y.data_ptr() + g * kg * size, k,
-            w.data_ptr() + g * kg * cg * size, 1, cg,
-            0 if bias is None else bias.data_ptr() + g * kg * size,
-            n * h * wd, cg, kg, act, threads,
-        )  # fmt: skip
-    return y
 
 
 def _grad_weight_native_cl(grad: Tensor, x: Tensor, groups: int) -> Tensor:
@@ -611,7 +591,7 @@ def _forward_on(
 ) -> Tensor:
     """The forward pass on one named library, bias and activation included."""
     if name == "native":  # fuses them into its stores
-        return _forward_native_cl(x, w, bias, stride, groups, activation)
+        return _forward_native(x, w, bias, stride, groups, activation, True)
     if name == "onednn":
         y = F.conv2d(x, w.view(*w.shape, 1, 1), None, stride, 0, 1, groups)
     else:
@@ -637,7 +617,7 @@ def _forward(
         w = w.contiguous()
     k, cg = w.shape
     if _use_native("forward", x, cg, k // groups, channels_last):
-        return _forward_native(x, w, bias, stride, groups, activation)
+        return _forward_native(x, w, bias, stride, groups, activation, False)
     native_cl = (
         channels_last and _native_cl_ok(x) and (_policy == "native" or _native_cl_packing_ok(x, w, groups))
     )
