@@ -36,7 +36,8 @@ typedef struct {
     const float *bias;            /* NULL or K values */
     long N, C, K, P;
     int act;                      /* 0 none, 1 relu, 2 relu6 */
-    long kc, nc;                  /* input channels per chunk, pixels per tile */
+    long kc, nc, ng;              /* input channels per chunk, pixels per tile, images per group */
+    int failed;                   /* a thread could not get its staging buffer */
 } Fwd;
 
 typedef struct {
@@ -194,7 +195,7 @@ static int threads_for(double flops, int threads)
 typedef struct {
     const char *name;
     int vl, mrmax, mk, mc;
-    void (*fwd_items)(const Fwd *, long, long);
+    int (*fwd_items)(const Fwd *, long, long);
     void (*gw_rect)(const Gw *, long, long, long, long);
     int (*gw_outer)(const Gw *, long, long, long, long);
     void (*cl_pack)(const Cl *, float *, float *);
@@ -226,25 +227,40 @@ static void pick_isa(void)
 
 /* ----------------------------------------------------------------------------- drivers */
 
-static void fwd_range(const void *ctx, long i0, long i1) { isa.fwd_items((const Fwd *)ctx, i0, i1); }
+static void fwd_range(const void *ctx, long i0, long i1)
+{
+    Fwd *j = (Fwd *)ctx;
+    if (isa.fwd_items(j, i0, i1)) j->failed = 1;
+}
 
 static int run_forward(Fwd *j, int threads)
 {
     long nb = 2L * isa.vl;
     j->kc = j->C < KCMAX ? j->C : KCMAX;
-    long nc = TILE_BYTES / (long)sizeof(float) / (j->kc > 0 ? j->kc : 1) / nb * nb;
+    long budget = TILE_BYTES / (long)sizeof(float) / (j->kc > 0 ? j->kc : 1); /* pixels per item */
+    long nc = budget / nb * nb, ng = 1;
     if (nc < nb) nc = nb;
+    if (j->P <= budget) { /* whole images, as many as fit */
+        nc = j->P;
+        ng = budget / j->P;
+        if (ng > j->N) ng = j->N;
+    }
     threads = threads_for(2.0 * j->N * j->P * j->C * j->K, threads);
     long per_image = (j->P + nc - 1) / nc;
-    if (j->N * per_image < 4L * threads) { /* too few tiles to share: smaller ones */
-        long want = (4L * threads + j->N - 1) / j->N;
-        long smaller = ((j->P + want - 1) / want + nb - 1) / nb * nb;
-        if (smaller < nc) nc = smaller < nb ? nb : smaller;
-        per_image = (j->P + nc - 1) / nc;
+    if ((j->N + ng - 1) / ng * per_image < 4L * threads) { /* too few items to share: smaller ones */
+        ng = j->N / (4L * threads) > 0 ? j->N / (4L * threads) : 1;
+        if (j->N * per_image < 4L * threads) {
+            long want = (4L * threads + j->N - 1) / j->N;
+            long smaller = ((j->P + want - 1) / want + nb - 1) / nb * nb;
+            if (smaller < nc) nc = smaller < nb ? nb : smaller;
+            per_image = (j->P + nc - 1) / nc;
+        }
     }
     j->nc = nc;
-    parallel(threads, j->N * per_image, fwd_range, j);
-    return 0;
+    j->ng = ng;
+    j->failed = 0;
+    parallel(threads, (j->N + ng - 1) / ng * per_image, fwd_range, j);
+    return j->failed ? -1 : 0;
 }
 
 static void gw_range(const void *ctx, long i0, long i1)
@@ -365,7 +381,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "forward: bad sizes N=%zd C=%zd K=%zd P=%zd act=%d", N, C, K, P, act);
         return NULL;
     }
-    Fwd j = {as_ptr(x), xn, xc, as_ptr(y), yn, yc, as_ptr(w), wk, wc, as_ptr(bias), N, C, K, P, act, 0, 0};
+    Fwd j = {as_ptr(x), xn, xc, as_ptr(y), yn, yc, as_ptr(w), wk, wc, as_ptr(bias), N, C, K, P, act, 0, 0, 0, 0};
     int rc = 0;
     if (N > 0 && K > 0 && P > 0) {
         Py_BEGIN_ALLOW_THREADS
