@@ -302,13 +302,15 @@ def _native_dtype_ok(t: Tensor) -> bool:
 # benchmarks/native_vs_blas.py over the whole shape suite (BENCHMARKS.md): they read each pixel once
 # and keep a block of outputs in registers while the channels stream past, so forward and grad_input
 # win on images of 28 x 28 and more with up to 64 Ki weights (1.1x to 2.1x at batch 1: the seed's
-# 50 -> 20 maps, GoogLeNet's and ResNet's early 1x1 layers, MobileNet's pw1-pw5), and on tiny problems
-# where a BLAS call's own overhead is most of the time. grad_weight runs as dot products along the
+# 50 -> 20 maps, GoogLeNet's and ResNet's early 1x1 layers, MobileNet's pw1-pw5), grad_input also on
+# the widest layers over 7 x 7 images (1.1x to 1.4x), and on tiny problems where a BLAS call's own
+# overhead is most of the time. grad_weight runs as dot products along the
 # pixels with few channels (K + C <= 100) and as outer products on transposed tiles otherwise, level
 # with BLAS or ahead from 32 channels on each side on batches and on large images. BLAS's cache
 # blocking wins on the wide layers over few pixels.
 _NATIVE_MAX_WEIGHTS = {"forward": 65536, "grad_input": 65536, "grad_weight": 65536}  # C x K per group
 _NATIVE_GW_DOT_CHANNELS = 100  # K + C: grad_weight's dot-product form (the C side's own threshold)
+_NATIVE_GX_SMALL_PIXELS, _NATIVE_GX_MIN_WEIGHTS = 49, 1 << 17  # grad_input on 7 x 7 images, wide layers
 _NATIVE_MIN_PIXELS = 784  # per image (28 x 28): below it BLAS's blocking over the channels wins
 _NATIVE_TINY_MACS = {"forward": 1 << 16, "grad_input": 1 << 16, "grad_weight": 1 << 17}
 
@@ -323,8 +325,10 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
     if n * h * w * c * k <= _NATIVE_TINY_MACS[pass_]:
         return True
     large_images = c * k <= _NATIVE_MAX_WEIGHTS[pass_] and h * w >= _NATIVE_MIN_PIXELS
-    if pass_ != "grad_weight":
+    if pass_ == "forward":
         return large_images
+    if pass_ == "grad_input":  # also the widest layers over 7 x 7 images, where BLAS's batched form is slow
+        return large_images or (h * w <= _NATIVE_GX_SMALL_PIXELS and c * k >= _NATIVE_GX_MIN_WEIGHTS)
     if c + k <= _NATIVE_GW_DOT_CHANNELS:  # dot products along the pixels
         return True
     # outer products on transposed tiles: level with BLAS or ahead once both sides have 32 channels,
