@@ -811,6 +811,49 @@ def _onednn_backward(
     return res[which] if which == 0 else res[1].view(w.shape)
 
 
+def _onednn_backward_both(
+    grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int
+) -> tuple[Tensor, Tensor]:
+    w4 = w.view(*w.shape, 1, 1)
+    res = torch.ops.aten.convolution_backward(
+        grad, x, w4, None, list(stride), [0, 0], [1, 1], False, [0, 0], groups, [True, True, False]
+    )
+    return res[0], res[1].view(w.shape)
+
+
+def _grad_input(
+    grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
+) -> Tensor:
+    """grad_x on the library the rule (NCHW float32) or the timing picks."""
+    k, cg = w.shape
+    shape = tuple(x.shape)
+    if _use_native("grad_input", grad, k // groups, cg, channels_last):
+        return _grad_input_gemm(_mm_native, grad, w, shape, stride, groups, False)
+    cands = _gemm_candidates(
+        grad, lambda mm: _grad_input_gemm(mm, grad, w, shape, stride, groups, channels_last)
+    )
+    if _onednn_ok(x, w, channels_last):
+        cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 0)
+    if channels_last and _native_cl_ok(grad):
+        cands["native"] = lambda: _grad_input_gemm(_mm_native_cl, grad, w, shape, stride, groups, True)
+    return _fastest(_choice_key("grad_input", grad, channels_last, *shape, k, stride, groups), cands)
+
+
+def _grad_weight(
+    grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
+) -> Tensor:
+    """grad_W on the library the rule (NCHW float32) or the timing picks."""
+    k, cg = w.shape
+    if stride == (1, 1) and _use_native("grad_weight", grad, cg, k // groups, channels_last):
+        return _grad_weight_native(grad, x, groups)
+    cands = _gemm_candidates(grad, lambda mm: _grad_weight_gemm(mm, grad, x, stride, groups, channels_last))
+    if _onednn_ok(x, w, channels_last):
+        cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 1)
+    if channels_last and stride == (1, 1) and _native_cl_ok(grad):
+        cands["native"] = lambda: _grad_weight_native_cl(grad, x, groups)
+    return _fastest(_choice_key("grad_weight", grad, channels_last, *x.shape, k, stride, groups), cands)
+
+
 class _Conv1x1Function(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -840,39 +883,23 @@ class _Conv1x1Function(torch.autograd.Function):
         grad = _activation_grad(grad, y, activation)
         if not grad.is_contiguous(memory_format=fmt):
             grad = grad.contiguous(memory_format=fmt)
-        key = (channels_last, *x.shape, w.shape[0], stride, groups)
-        onednn = _onednn_ok(x, w, channels_last)
-        k, cg = w.shape
         gx = gw = gb = None
-        native_gx = _use_native("grad_input", grad, k // groups, cg, channels_last)
-        if ctx.needs_input_grad[0] and native_gx:
-            gx = _grad_input_gemm(_mm_native, grad, w, tuple(x.shape), stride, groups, False)
-        elif ctx.needs_input_grad[0]:
-            shape = tuple(x.shape)
-            cands = _gemm_candidates(
-                grad, lambda mm: _grad_input_gemm(mm, grad, w, shape, stride, groups, channels_last)
-            )
-            if onednn:
-                cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 0)
-            if channels_last and _native_cl_ok(grad):
-                mm_cl = _mm_native_cl
-                cands["native"] = lambda: _grad_input_gemm(mm_cl, grad, w, shape, stride, groups, True)
-            gx = _fastest(_choice_key("grad_input", grad, *key), cands)
-        if (
-            ctx.needs_input_grad[1]
-            and stride == (1, 1)
-            and _use_native("grad_weight", grad, cg, k // groups, channels_last)
-        ):
-            gw = _grad_weight_native(grad, x, groups)
-        elif ctx.needs_input_grad[1]:
-            cands = _gemm_candidates(
-                grad, lambda mm: _grad_weight_gemm(mm, grad, x, stride, groups, channels_last)
-            )
-            if onednn:
-                cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 1)
-            if channels_last and stride == (1, 1) and _native_cl_ok(grad):
-                cands["native"] = lambda: _grad_weight_native_cl(grad, x, groups)
-            gw = _fastest(_choice_key("grad_weight", grad, *key), cands)
+        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if want_x and want_w and _onednn_ok(x, w, channels_last):
+            # oneDNN computes both in one call, sharing its reorder of grad: timed against the
+            # best of the passes one by one
+            key = _choice_key("backward", grad, channels_last, *x.shape, w.shape[0], stride, groups)
+            joint = {
+                "torch": lambda: (
+                    _grad_input(grad, x, w, stride, groups, channels_last),
+                    _grad_weight(grad, x, w, stride, groups, channels_last),
+                ),
+                "onednn": lambda: _onednn_backward_both(grad, x, w, stride, groups),
+            }
+            gx, gw = _fastest(key, joint if _policy in ("auto", "onednn") else {"torch": joint["torch"]})
+        else:
+            gx = _grad_input(grad, x, w, stride, groups, channels_last) if want_x else None
+            gw = _grad_weight(grad, x, w, stride, groups, channels_last) if want_w else None
         if has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum(dim=(0, 2, 3))
         return gx, gw, gb, None, None, None, None
