@@ -440,6 +440,12 @@ def select(shapes: list[Shape], patterns: list[str]) -> list[Shape]:
     return [s for s in shapes if any(fnmatch.fnmatchcase(s.name, p) for p in patterns)]
 
 
+def _script_name() -> str:
+    """This script as the reader would type it: relative to the repository, wherever it ran from."""
+    here = Path(__file__).resolve()
+    return here.relative_to(here.parent.parent).as_posix()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     shapes = suite()
     patterns = list(QUICK) if args.quick else []
@@ -477,7 +483,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     memory = None if args.no_memory else measure_memory(shapes, args.bias, args.activation,
                                                          torch.get_num_threads())
     return {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "command": "python " + " ".join([_script_name(), *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": {"cpu": limits.name, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),

@@ -157,11 +157,6 @@ static int threads_for(double flops, int threads)
 #define MK 4
 #define MC 6
 #include "_native_kernels.h"
-#undef NAME
-#undef VL
-#undef MRMAX
-#undef MK
-#undef MC
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -172,11 +167,6 @@ static int threads_for(double flops, int threads)
 #define MK 3
 #define MC 4
 #include "_native_kernels.h"
-#undef NAME
-#undef VL
-#undef MRMAX
-#undef MK
-#undef MC
 #pragma GCC pop_options
 #endif
 
@@ -186,11 +176,6 @@ static int threads_for(double flops, int threads)
 #define MK 3
 #define MC 4
 #include "_native_kernels.h"
-#undef NAME
-#undef VL
-#undef MRMAX
-#undef MK
-#undef MC
 
 typedef struct {
     const char *name;

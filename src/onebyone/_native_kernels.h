@@ -1,6 +1,6 @@
 /* The pointwise-convolution kernels, written once and compiled once per instruction set.
  *
- * Included by _native.c with these macros defined:
+ * Included by _native.c with these macros defined (and undefined again at the end):
  *   NAME(f)  the function's name for this instruction set (f_avx512, f_avx2, f_base)
  *   VL       floats per vector register (16, 8, 4)
  *   MRMAX    output channels per forward micro-tile
@@ -393,3 +393,10 @@ static int NAME(gw_outer)(const Gw *j, long k0, long k1, long c0, long c1)
 #undef IV
 #undef NV
 #undef NB
+
+/* this instruction set's parameters end here: the next inclusion defines its own */
+#undef NAME
+#undef VL
+#undef MRMAX
+#undef MK
+#undef MC

@@ -595,7 +595,7 @@ def _forward_on(
 ) -> Tensor:
     """The forward pass on one named library, bias and activation included."""
     if name == "native":  # fuses them into its stores
-        return _forward_native(x, w, bias, stride, groups, activation, True)
+        return _forward_native(x, w, bias, stride, groups, activation, channels_last)
     if name == "onednn":
         y = F.conv2d(x, w.view(*w.shape, 1, 1), None, stride, 0, 1, groups)
     else:
