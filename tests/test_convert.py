@@ -126,7 +126,9 @@ def test_converted_model_has_the_same_gradients():
     grads = {name: p.grad for name, p in original.named_parameters()}
     for name, p in converted.named_parameters():
         assert p.grad is not None, name
-        torch.testing.assert_close(p.grad, grads[name], atol=1e-5, rtol=1e-4)
+        # the bias of the conv before BatchNorm has a zero gradient in exact arithmetic; in float32 it
+        # is ~1e-5 of rounding whose digits depend on the order of the sums (another library's)
+        torch.testing.assert_close(p.grad, grads[name], atol=5e-5, rtol=1e-4)
 
 
 def test_convert_keeps_requires_grad_and_dtype():
