@@ -560,6 +560,8 @@ def test_native_forward_and_backward_match_conv2d(
         (5, 17, 7, 64, 64),  # several images and whole pixel tiles per thread
         (2, 70, 33, 23, 29),  # channels_last: columns past a block of 32 in both directions
         (1, 1100, 40, 5, 5),  # channels_last: rows longer than a tile's budget
+        (2, 19, 16, 28, 28),  # 784 pixels end on one vector (16) past the tiles of 32; 16 output columns
+        (3, 64, 48, 7, 7),  # 49 = 32 + 16 + 1 pixels per image, images in groups; 48 = 32 + 16 columns
     ],
 )
 @pytest.mark.parametrize("activation", [None, "relu6"])

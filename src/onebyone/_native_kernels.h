@@ -40,14 +40,14 @@ static inline __attribute__((always_inline)) void NAME(store)(float *p, V v) { *
  * read where it lies), mr*NV FMAs. first: start from the bias (one value per row, or a vector per
  * column when bias_rows is 0) or zero, else from y; last: apply the activation before the store. */
 static inline __attribute__((always_inline)) void NAME(tile_micro)(
-    const int mr, const float *col, long cs, const float *row, long rs, long is, long n, float *y, long ys,
-    int first, int last, const float *bias, int bias_rows, int act)
+    const int mr, const int nv, const float *col, long cs, const float *row, long rs, long is, long n,
+    float *y, long ys, int first, int last, const float *bias, int bias_rows, int act)
 {
     V acc[MRMAX][NV];
 #pragma GCC unroll 16
     for (int r = 0; r < mr; r++) {
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < nv; v++) {
             if (!first) acc[r][v] = NAME(load)(y + r * ys + v * VL);
             else if (!bias) acc[r][v] = NAME(splat)(0.0f);
             else acc[r][v] = bias_rows ? NAME(splat)(bias[r]) : NAME(load)(bias + v * VL);
@@ -56,16 +56,16 @@ static inline __attribute__((always_inline)) void NAME(tile_micro)(
     for (long i = 0; i < n; i++) {
         V cv[NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) cv[v] = NAME(load)(col + i * cs + v * VL);
+        for (int v = 0; v < nv; v++) cv[v] = NAME(load)(col + i * cs + v * VL);
         /* the same rows a few tiles ahead: many short strided streams defeat the hardware prefetcher */
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) __builtin_prefetch(col + i * cs + PFD + v * VL);
+        for (int v = 0; v < nv; v++) __builtin_prefetch(col + i * cs + PFD + v * VL);
         const float *ri = row + i * is;
 #pragma GCC unroll 16
         for (int r = 0; r < mr; r++) {
             V b = NAME(splat)(ri[r * rs]);
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[r][v] += b * cv[v];
+            for (int v = 0; v < nv; v++) acc[r][v] += b * cv[v];
         }
     }
     if (last && act) {
@@ -73,7 +73,7 @@ static inline __attribute__((always_inline)) void NAME(tile_micro)(
 #pragma GCC unroll 16
         for (int r = 0; r < mr; r++) {
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) {
+            for (int v = 0; v < nv; v++) {
                 V a = (V)((IV)acc[r][v] & ~(acc[r][v] < zero)); /* as torch.clamp: NaN stays NaN */
                 if (act == 2) {
                     IV high = a > six;
@@ -86,17 +86,21 @@ static inline __attribute__((always_inline)) void NAME(tile_micro)(
 #pragma GCC unroll 16
     for (int r = 0; r < mr; r++) {
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) NAME(store)(y + r * ys + v * VL, acc[r][v]);
+        for (int v = 0; v < nv; v++) NAME(store)(y + r * ys + v * VL, acc[r][v]);
     }
 }
 
-#define TILE_CASE(M) \
-    case M: NAME(tile_micro)(M, col, cs, row, rs, is, n, y, ys, first, last, bias, bias_rows, act); break;
+#define TILE_CASE(M)                                                                                  \
+    case 4 * M + 1:                                                                               \
+        NAME(tile_micro)(M, 1, col, cs, row, rs, is, n, y, ys, first, last, bias, bias_rows, act); break; \
+    case 4 * M + 2:                                                                               \
+        NAME(tile_micro)(M, 2, col, cs, row, rs, is, n, y, ys, first, last, bias, bias_rows, act); break;
 
-static void NAME(tile)(int mr, const float *col, long cs, const float *row, long rs, long is, long n, float *y,
-                       long ys, int first, int last, const float *bias, int bias_rows, int act)
+/* The micro-tile for mr rows (1..MRMAX) and nv vectors of columns (1 or NV): all compiled out. */
+static void NAME(tile)(int mr, int nv, const float *col, long cs, const float *row, long rs, long is, long n,
+                       float *y, long ys, int first, int last, const float *bias, int bias_rows, int act)
 {
-    switch (mr) {
+    switch (4 * mr + nv) {
         TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4)
 #if MRMAX > 4
         TILE_CASE(5) TILE_CASE(6)
@@ -109,10 +113,30 @@ static void NAME(tile)(int mr, const float *col, long cs, const float *row, long
 }
 #undef TILE_CASE
 
+/* One micro-tile of cols <= NB columns: the full width, or one vector, run in place; anything else
+ * computed on the next width up into a buffer (the column operand must be readable that far: packed
+ * and padded, or staged), and only the valid columns copied out. */
+static inline void NAME(tile_cols)(int mr, int cols, const float *col, long cs, const float *row, long rs,
+                                   long is, long n, float *y, long ys, int first, int last,
+                                   const float *bias, int bias_rows, int act)
+{
+    int nv = cols > VL ? NV : 1;
+    if (cols == nv * VL) {
+        NAME(tile)(mr, nv, col, cs, row, rs, is, n, y, ys, first, last, bias, bias_rows, act);
+        return;
+    }
+    float ybuf[MRMAX * NB] __attribute__((aligned(64)));
+    if (!first)
+        for (int r = 0; r < mr; r++) memcpy(ybuf + r * NB, y + r * ys, cols * sizeof(float));
+    NAME(tile)(mr, nv, col, cs, row, rs, is, n, ybuf, NB, first, last, bias, bias_rows, act);
+    for (int r = 0; r < mr; r++) memcpy(y + r * ys, ybuf + r * NB, cols * sizeof(float));
+}
+
+
 /* Work items are (group of ng images, pixel tile) pairs; this runs items [i0, i1). Small images go
  * by in groups so that a block of weights in L1 meets many pixels before the next block is read
  * (ResNet-50's 2048 x 7 x 7 layers read 4 MB of weights per image otherwise). The last pixels of
- * each image (fewer than NB) are staged once per channel chunk into a zero-padded buffer.
+ * each image (fewer than VL) are staged once per channel chunk into a zero-padded buffer.
  * Returns -1 when it cannot get that buffer. */
 static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
 {
@@ -123,14 +147,16 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
     for (long it = i0; it < i1; it++) {
         long n0 = it / tiles * j->ng, n1 = n0 + j->ng < j->N ? n0 + j->ng : j->N;
         long p0 = (it % tiles) * j->nc, p1 = p0 + j->nc < j->P ? p0 + j->nc : j->P;
-        long full = p0 + (p1 - p0) / NB * NB, rem = p1 - full;
+        /* whole tiles of NB pixels, then one of VL if it fits, then the rest (< VL) staged */
+        long full = p0 + (p1 - p0) / NB * NB, half = p1 - full >= VL ? VL : 0, tail = full + half;
+        long rem = p1 - tail;
         for (long c0 = 0; c0 < j->C; c0 += j->kc) {
             long nck = j->C - c0 < j->kc ? j->C - c0 : j->kc;
             int first = c0 == 0, last = c0 + nck >= j->C;
             if (rem)
                 for (long n = n0; n < n1; n++) {
                     float *xb = xbuf + (n - n0) * j->kc * NB;
-                    const float *xi = j->x + n * j->xn + c0 * j->xc + full;
+                    const float *xi = j->x + n * j->xn + c0 * j->xc + tail;
                     for (long c = 0; c < nck; c++) {
                         memcpy(xb + c * NB, xi + c * j->xc, rem * sizeof(float));
                         memset(xb + c * NB + rem, 0, (NB - rem) * sizeof(float));
@@ -144,14 +170,17 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                     const float *xi = j->x + n * j->xn + c0 * j->xc;
                     float *yi = j->y + n * j->yn + k0 * j->yc;
                     for (long p = p0; p < full; p += NB)
-                        NAME(tile)(mr, xi + p, j->xc, wb, j->wk, j->wc, nck, yi + p, j->yc, first, last, b, 1,
+                        NAME(tile)(mr, NV, xi + p, j->xc, wb, j->wk, j->wc, nck, yi + p, j->yc, first, last, b, 1,
                                    j->act);
+                    if (half)
+                        NAME(tile)(mr, 1, xi + full, j->xc, wb, j->wk, j->wc, nck, yi + full, j->yc, first, last, b,
+                                   1, j->act);
                     if (rem) {
                         if (!first)
-                            for (int r = 0; r < mr; r++) memcpy(ybuf + r * NB, yi + r * j->yc + full, rem * sizeof(float));
-                        NAME(tile)(mr, xbuf + (n - n0) * j->kc * NB, NB, wb, j->wk, j->wc, nck, ybuf, NB, first,
+                            for (int r = 0; r < mr; r++) memcpy(ybuf + r * NB, yi + r * j->yc + tail, rem * sizeof(float));
+                        NAME(tile)(mr, 1, xbuf + (n - n0) * j->kc * NB, NB, wb, j->wk, j->wc, nck, ybuf, NB, first,
                                    last, b, 1, j->act);
-                        for (int r = 0; r < mr; r++) memcpy(yi + r * j->yc + full, ybuf + r * NB, rem * sizeof(float));
+                        for (int r = 0; r < mr; r++) memcpy(yi + r * j->yc + tail, ybuf + r * NB, rem * sizeof(float));
                     }
                 }
             }
@@ -254,23 +283,6 @@ static void NAME(gw_rect)(const Gw *j, long k0, long k1, long c0, long c1)
  * column operand must have NB readable columns: packed, or staged at the edge.
  */
 
-/* One micro-tile whose columns may run past the output's last one (cols < NB): computed in full
- * into a buffer, only the valid columns copied out. */
-static inline void NAME(cl_tile)(int mr, int cols, const float *col, long cs, const float *row, long rs,
-                                 long is, long n, float *y, long ys, int first, int last,
-                                 const float *bias, int act)
-{
-    if (cols == NB) {
-        NAME(tile)(mr, col, cs, row, rs, is, n, y, ys, first, last, bias, 0, act);
-        return;
-    }
-    float ybuf[MRMAX * NB] __attribute__((aligned(64)));
-    if (!first)
-        for (int r = 0; r < mr; r++) memcpy(ybuf + r * NB, y + r * ys, cols * sizeof(float));
-    NAME(tile)(mr, col, cs, row, rs, is, n, ybuf, NB, first, last, bias, 0, act);
-    for (int r = 0; r < mr; r++) memcpy(y + r * ys, ybuf + r * NB, cols * sizeof(float));
-}
-
 /* Packs the column operand of a channels_last product (R x COLS, element (i, j) at w + i*si + j*sj)
  * into blocks of NB columns, zero-padded: block b holds wp[b*R*NB + i*NB + l] = w(i, b*NB + l); and
  * the bias likewise (bp[b*NB + l]). */
@@ -310,8 +322,8 @@ static void NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
             const float *wb = j->wp + b * j->C * NB, *bb = j->bp ? j->bp + b * NB : NULL;
             for (long p = p0; p < p1; p += MRMAX) {
                 int mr = (int)(p1 - p < MRMAX ? p1 - p : MRMAX);
-                NAME(cl_tile)(mr, cols, wb, NB, j->x + p * j->xp, j->xp, 1, j->C, j->y + p * j->yp + b * NB,
-                              j->yp, 1, 1, bb, j->act);
+                NAME(tile_cols)(mr, cols, wb, NB, j->x + p * j->xp, j->xp, 1, j->C, j->y + p * j->yp + b * NB,
+                              j->yp, 1, 1, bb, 0, j->act);
             }
         }
     }
@@ -345,8 +357,8 @@ static void NAME(cl_gw_blocks)(const ClGw *j, long b0, long b1)
                 col = xbuf;
                 cs = NB;
             }
-            NAME(cl_tile)(mr, cols, col, cs, j->g + p0 * j->gp + k0, 1, j->gp, np, j->out + k0 * j->ok + c0,
-                          j->ok, first, 0, NULL, 0);
+            NAME(tile_cols)(mr, cols, col, cs, j->g + p0 * j->gp + k0, 1, j->gp, np, j->out + k0 * j->ok + c0,
+                          j->ok, first, 0, NULL, 0, 0);
         }
     }
 }
@@ -378,8 +390,8 @@ static int NAME(gw_outer)(const Gw *j, long k0, long k1, long c0, long c1)
                 int mr = (int)(k1 - k < MRMAX ? k1 - k : MRMAX);
                 for (long cb = 0; cb < width; cb += NB) {
                     int cols = (int)(width - cb < NB ? width - cb : NB);
-                    NAME(cl_tile)(mr, cols, xt + cb, cpad, gi + k * j->gc + p0, j->gc, 1, np,
-                                  j->out + k * j->ok + c0 + cb, j->ok, first, 0, NULL, 0);
+                    NAME(tile_cols)(mr, cols, xt + cb, cpad, gi + k * j->gc + p0, j->gc, 1, np,
+                                  j->out + k * j->ok + c0 + cb, j->ok, first, 0, NULL, 0, 0);
                 }
             }
         }
