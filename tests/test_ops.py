@@ -562,6 +562,8 @@ def test_native_forward_and_backward_match_conv2d(
         (1, 1100, 40, 5, 5),  # channels_last: rows longer than a tile's budget
         (2, 19, 16, 28, 28),  # 784 pixels end on one vector (16) past the tiles of 32; 16 output columns
         (3, 64, 48, 7, 7),  # 49 = 32 + 16 + 1 pixels per image, images in groups; 48 = 32 + 16 columns
+        (2, 300, 14, 3, 3),  # images smaller than one vector, staged, over two channel chunks
+        (1, 260, 30, 5, 7),  # 35 = 32 + 3 pixels: the last 3 from a 16-pixel tile overlapping, two chunks
     ],
 )
 @pytest.mark.parametrize("activation", [None, "relu6"])

@@ -135,33 +135,29 @@ static inline void NAME(tile_cols)(int mr, int cols, const float *col, long cs, 
 
 /* Work items are (group of ng images, pixel tile) pairs; this runs items [i0, i1). Small images go
  * by in groups so that a block of weights in L1 meets many pixels before the next block is read
- * (ResNet-50's 2048 x 7 x 7 layers read 4 MB of weights per image otherwise). The last pixels of
- * each image (fewer than VL) are staged once per channel chunk into a zero-padded buffer.
- * Returns -1 when it cannot get that buffer. */
+ * (ResNet-50's 2048 x 7 x 7 layers read 4 MB of weights per image otherwise). Each tile runs as
+ * micro-tiles of NB pixels, then one of VL if that many are left, then the last few (fewer than VL)
+ * as a VL-wide micro-tile ending at the tile's end: it overlaps pixels already done, computes into a
+ * buffer and keeps only its new lanes (the overlapped lanes, read from y mid-update, are dropped).
+ * Images smaller than VL pixels are instead copied, one image and one channel chunk at a time, into
+ * a zero-padded buffer of kc x VL floats. Returns -1 when it cannot get that buffer. */
 static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
 {
     float ybuf[MRMAX * NB] __attribute__((aligned(64)));
-    float *xbuf = (float *)aligned_alloc(64, (size_t)(j->ng * j->kc * NB * sizeof(float) + 63) / 64 * 64);
-    if (!xbuf) return -1;
+    float *xbuf = NULL;
+    if (j->P < VL) {
+        xbuf = (float *)aligned_alloc(64, (size_t)(j->kc * VL * sizeof(float) + 63) / 64 * 64);
+        if (!xbuf) return -1;
+    }
     long tiles = (j->P + j->nc - 1) / j->nc;
     for (long it = i0; it < i1; it++) {
         long n0 = it / tiles * j->ng, n1 = n0 + j->ng < j->N ? n0 + j->ng : j->N;
         long p0 = (it % tiles) * j->nc, p1 = p0 + j->nc < j->P ? p0 + j->nc : j->P;
-        /* whole tiles of NB pixels, then one of VL if it fits, then the rest (< VL) staged */
         long full = p0 + (p1 - p0) / NB * NB, half = p1 - full >= VL ? VL : 0, tail = full + half;
         long rem = p1 - tail;
         for (long c0 = 0; c0 < j->C; c0 += j->kc) {
             long nck = j->C - c0 < j->kc ? j->C - c0 : j->kc;
             int first = c0 == 0, last = c0 + nck >= j->C;
-            if (rem)
-                for (long n = n0; n < n1; n++) {
-                    float *xb = xbuf + (n - n0) * j->kc * NB;
-                    const float *xi = j->x + n * j->xn + c0 * j->xc + tail;
-                    for (long c = 0; c < nck; c++) {
-                        memcpy(xb + c * NB, xi + c * j->xc, rem * sizeof(float));
-                        memset(xb + c * NB + rem, 0, (NB - rem) * sizeof(float));
-                    }
-                }
             for (long k0 = 0; k0 < j->K; k0 += MRMAX) {
                 int mr = (int)(j->K - k0 < MRMAX ? j->K - k0 : MRMAX);
                 const float *wb = j->w + k0 * j->wk + c0 * j->wc; /* read in place: no copy */
@@ -175,13 +171,26 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                     if (half)
                         NAME(tile)(mr, 1, xi + full, j->xc, wb, j->wk, j->wc, nck, yi + full, j->yc, first, last, b,
                                    1, j->act);
-                    if (rem) {
-                        if (!first)
-                            for (int r = 0; r < mr; r++) memcpy(ybuf + r * NB, yi + r * j->yc + tail, rem * sizeof(float));
-                        NAME(tile)(mr, 1, xbuf + (n - n0) * j->kc * NB, NB, wb, j->wk, j->wc, nck, ybuf, NB, first,
-                                   last, b, 1, j->act);
-                        for (int r = 0; r < mr; r++) memcpy(yi + r * j->yc + tail, ybuf + r * NB, rem * sizeof(float));
+                    if (!rem) continue;
+                    const float *xs;
+                    long xstride, lane0;
+                    if (p1 >= VL) { /* the VL pixels ending at p1, read in place; ours are the last rem */
+                        xs = xi + p1 - VL, xstride = j->xc, lane0 = VL - rem;
+                    } else { /* an image smaller than one vector: staged (re-staged per output block) */
+                        for (long c = 0; c < nck; c++) {
+                            memcpy(xbuf + c * VL, xi + c * j->xc, rem * sizeof(float));
+                            memset(xbuf + c * VL + rem, 0, (VL - rem) * sizeof(float));
+                        }
+                        xs = xbuf, xstride = VL, lane0 = 0;
                     }
+                    if (!first)
+                        for (int r = 0; r < mr; r++) {
+                            memset(ybuf + r * NB, 0, VL * sizeof(float));
+                            memcpy(ybuf + r * NB + lane0, yi + r * j->yc + tail, rem * sizeof(float));
+                        }
+                    NAME(tile)(mr, 1, xs, xstride, wb, j->wk, j->wc, nck, ybuf, NB, first, last, b, 1, j->act);
+                    for (int r = 0; r < mr; r++)
+                        memcpy(yi + r * j->yc + tail, ybuf + r * NB + lane0, rem * sizeof(float));
                 }
             }
         }

@@ -299,20 +299,21 @@ def _native_dtype_ok(t: Tensor) -> bool:
 
 
 # Where the direct kernels beat PyTorch's BLAS (MKL) on NCHW float32, measured pass by pass with
-# benchmarks/native_vs_blas.py over the whole shape suite (BENCHMARKS.md): they read each pixel once
-# and keep a block of outputs in registers while the channels stream past, so forward and grad_input
-# win on images of 28 x 28 and more with up to 64 Ki weights (1.1x to 2.1x at batch 1: the seed's
-# 50 -> 20 maps, GoogLeNet's and ResNet's early 1x1 layers, MobileNet's pw1-pw5), grad_input also on
-# the widest layers over 7 x 7 images (1.1x to 1.4x), and on tiny problems where a BLAS call's own
-# overhead is most of the time. grad_weight runs as dot products along the
-# pixels with few channels (K + C <= 100) and as outer products on transposed tiles otherwise, level
-# with BLAS or ahead from 32 channels on each side on batches and on large images. BLAS's cache
-# blocking wins on the wide layers over few pixels.
-_NATIVE_MAX_WEIGHTS = {"forward": 65536, "grad_input": 65536, "grad_weight": 65536}  # C x K per group
-_NATIVE_GW_DOT_CHANNELS = 100  # K + C: grad_weight's dot-product form (the C side's own threshold)
-_NATIVE_GX_SMALL_PIXELS, _NATIVE_GX_MIN_WEIGHTS = 49, 1 << 17  # grad_input on 7 x 7 images, wide layers
-_NATIVE_MIN_PIXELS = 784  # per image (28 x 28): below it BLAS's blocking over the channels wins
+# benchmarks/native_vs_blas.py over the whole shape suite (BENCHMARKS.md, "native kernels against
+# BLAS"): they read each pixel once and keep a block of outputs in registers while the channels
+# stream past. Forward wins on images of 28 x 28 and more with up to 64 Ki weights (1.1x to 2x at
+# batch 1: the seed's 50 -> 20 maps, the early GoogLeNet / ResNet / MobileNet layers) and on smaller
+# images down to 7 x 7 while the sum runs over at most 960 channels into at least 64 (1.05x to 1.2x);
+# BLAS's cache blocking keeps the sums over 1024 channels and more. grad_input wins from 14 x 14, and
+# at 7 x 7 on batches. grad_weight runs as dot products along the pixels with few channels
+# (K + C <= 100) and as outer products on transposed tiles otherwise, ahead on batches and on large
+# images. Tiny problems (where a BLAS call's own overhead is most of the time) always run native.
 _NATIVE_TINY_MACS = {"forward": 1 << 16, "grad_input": 1 << 16, "grad_weight": 1 << 17}
+_NATIVE_LARGE_PIXELS, _NATIVE_LARGE_MAX_WEIGHTS = 784, 65536  # 28 x 28 and more, C x K per group
+_NATIVE_FWD_MAX_SUM, _NATIVE_FWD_MIN_OUT = 960, 64  # forward below 28 x 28 (down to 7 x 7 = 49 pixels)
+_NATIVE_GX_MIN_PIXELS = 196  # grad_input from 14 x 14
+_NATIVE_GW_DOT_CHANNELS = 100  # K + C: grad_weight's dot-product form (the C side's own threshold)
+_NATIVE_MIN_BATCH = 8  # "on batches": measured at 32
 
 
 def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bool) -> bool:
@@ -322,18 +323,21 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
     if _policy == "native":
         return True
     n, _, h, w = x_or_grad.shape
-    if n * h * w * c * k <= _NATIVE_TINY_MACS[pass_]:
+    pixels = h * w
+    if n * pixels * c * k <= _NATIVE_TINY_MACS[pass_]:
         return True
-    large_images = c * k <= _NATIVE_MAX_WEIGHTS[pass_] and h * w >= _NATIVE_MIN_PIXELS
-    if pass_ == "forward":
-        return large_images
-    if pass_ == "grad_input":  # also the widest layers over 7 x 7 images, where BLAS's batched form is slow
-        return large_images or (h * w <= _NATIVE_GX_SMALL_PIXELS and c * k >= _NATIVE_GX_MIN_WEIGHTS)
-    if c + k <= _NATIVE_GW_DOT_CHANNELS:  # dot products along the pixels
+    large = pixels >= _NATIVE_LARGE_PIXELS and c * k <= _NATIVE_LARGE_MAX_WEIGHTS
+    if pass_ == "forward":  # c: the channels summed over, k: the outputs
+        return large or (pixels >= 49 and c <= _NATIVE_FWD_MAX_SUM and k >= _NATIVE_FWD_MIN_OUT)
+    if pass_ == "grad_input":
+        return (
+            large
+            or pixels >= _NATIVE_GX_MIN_PIXELS
+            or (pixels >= 49 and n >= _NATIVE_MIN_BATCH and min(c, k) >= _NATIVE_FWD_MIN_OUT)
+        )
+    if c + k <= _NATIVE_GW_DOT_CHANNELS:
         return True
-    # outer products on transposed tiles: level with BLAS or ahead once both sides have 32 channels,
-    # ahead on batches (measured at 32) and on large images
-    return min(c, k) >= 32 and (n >= 8 or large_images)
+    return max(c, k) >= 32 and (n >= _NATIVE_MIN_BATCH or pixels >= _NATIVE_LARGE_PIXELS)
 
 
 R = TypeVar("R")
