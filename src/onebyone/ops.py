@@ -16,8 +16,8 @@ grad_W = sum over images of grad_y @ X^T, grad_b = sum of grad_y.
 On the CPU, float32 products run on onebyone's own kernels (``_native.c``: a block of outputs
 kept in registers while the channels stream past, the bias and activation applied before the
 store, on PyTorch's own OpenMP threads) or on a BLAS library: for NCHW by a rule measured on the
-shape suite (native on images of 28 x 28 and more with up to 64 Ki weights), for channels_last by
-timing each candidate (PyTorch's BLAS, the native kernels, oneDNN's 1x1 kernel) once per shape.
+shape suite (see _use_native and docs/op.md), for channels_last by timing each candidate
+(PyTorch's BLAS, the native kernels, oneDNN's 1x1 kernel) once per shape.
 Other dtypes run on PyTorch's BLAS (and oneDNN, timed, for channels_last).
 """
 
@@ -227,15 +227,17 @@ _choices: dict[tuple[object, ...], str] = {}
 def set_backend(name: str = "auto") -> str:
     """Choose the library conv1x1 runs on for CPU tensors; returns the previous choice.
 
-    ``"auto"`` (the default) runs float32 NCHW passes on onebyone's own kernels where their
-    measured rule says they win (few channels, many pixels: see ``docs/op.md``), times PyTorch's
-    BLAS against oneDNN (where oneDNN applies) on the first call of each channels_last shape and
-    keeps the faster, and uses PyTorch's BLAS everywhere else. ``"torch"``, ``"numpy"``,
-    ``"onednn"`` or ``"native"`` force one wherever it applies (NumPy: float32 and float64, never
-    chosen by ``"auto"``: its threads and PyTorch's fight over the cores after every switch;
-    oneDNN: channels_last float32/bfloat16 with weights at most 8% of the input's size; native:
-    float32 NCHW, when the kernels were built, see :func:`native_isa`), with PyTorch's BLAS
-    everywhere else. CUDA tensors always run on PyTorch's own kernels.
+    ``"auto"`` (the default) runs float32 NCHW passes on onebyone's own kernels where a rule
+    measured on the shape suite says they win (most layers below 1024 channels, down to 7 x 7
+    images: see ``docs/op.md``); for channels_last it times the candidates that apply (PyTorch's
+    BLAS; the native kernels for float32; oneDNN for float32/bfloat16 when its copy of the weights
+    fits) on the first call of each shape and keeps the fastest; everything else runs on PyTorch's
+    BLAS. ``"torch"``, ``"numpy"``, ``"onednn"`` or ``"native"`` force one wherever it applies
+    (NumPy: float32 and float64, never chosen by ``"auto"``: its threads and PyTorch's fight over
+    the cores after every switch; oneDNN: channels_last float32/bfloat16 with weights at most 8% of
+    the input's size; native: float32 on the CPU when the kernels were built, see
+    :func:`native_isa`), with PyTorch's BLAS everywhere else. CUDA tensors always run on PyTorch's
+    own kernels.
     """
     global _policy
     if name not in BACKENDS:
