@@ -549,32 +549,30 @@ def test_native_forward_and_backward_match_conv2d(
         torch.set_num_threads(threads_before)
 
 
-@needs_native
-@pytest.mark.parametrize(
-    ("n", "c", "k", "h", "w"),
-    [
-        (1, 300, 13, 9, 11),  # two input-channel chunks; the activation only after the second
-        (2, 257, 25, 6, 6),  # one channel past the chunk; three output blocks, the last of one
-        (1, 50, 20, 37, 41),  # the seed's channels, pixels that end mid micro-tile
-        (1, 3, 130, 17, 2),  # many output blocks over few pixels
-        (5, 17, 7, 64, 64),  # several images and whole pixel tiles per thread
-        (2, 70, 33, 23, 29),  # channels_last: columns past a block of 32 in both directions
-        (1, 1100, 40, 5, 5),  # channels_last: rows longer than a tile's budget
-        (2, 19, 16, 28, 28),  # 784 pixels end on one vector (16) past the tiles of 32; 16 output columns
-        (3, 64, 48, 7, 7),  # 49 = 32 + 16 + 1 pixels per image, images in groups; 48 = 32 + 16 columns
-        (2, 300, 14, 3, 3),  # images smaller than one vector, staged, over two channel chunks
-        (1, 260, 30, 5, 7),  # 35 = 32 + 3 pixels: the last 3 from a 16-pixel tile overlapping, two chunks
-    ],
-)
-@pytest.mark.parametrize("activation", [None, "relu6"])
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_native_kernels_at_their_edges(native, n, c, k, h, w, activation, layout):
-    x0, w0, b0 = _random_case(n, c, k, 1, h, w, torch.float32, n * c + k)
+# n, c, k, h, w
+NATIVE_EDGES = [
+    (1, 300, 13, 9, 11),  # two input-channel chunks; the activation only after the second
+    (2, 257, 25, 6, 6),  # one channel past the chunk; three output blocks, the last of one
+    (1, 50, 20, 37, 41),  # the seed's channels, pixels that end mid micro-tile
+    (1, 3, 130, 17, 2),  # many output blocks over few pixels
+    (5, 17, 7, 64, 64),  # several images and whole pixel tiles per thread
+    (2, 70, 33, 23, 29),  # channels_last: columns past a block of 32 in both directions
+    (1, 1100, 40, 5, 5),  # channels_last: rows longer than a tile's budget
+    (2, 19, 16, 28, 28),  # 784 pixels end on one vector (16) past the tiles of 32; 16 output columns
+    (3, 64, 48, 7, 7),  # 49 = 32 + 16 + 1 pixels per image, images in groups; 48 = 32 + 16 columns
+    (2, 300, 14, 3, 3),  # images smaller than one vector, staged, over two channel chunks
+    (1, 260, 30, 5, 7),  # 35 = 32 + 3 pixels: the last 3 from a 16-pixel tile overlapping, two chunks
+]
+
+
+def _check_native_case(n, c, k, h, w, activation, layout, stride=1, groups=1):
+    """conv1x1 forward and backward on the native kernels against float64 F.conv2d."""
+    x0, w0, b0 = _random_case(n, c // groups, k // groups, groups, h, w, torch.float32, n * c + k)
     x0 = _layout(x0, layout)
     x, wt, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
-    y = conv1x1(x, wt, b, activation=activation)
+    y = conv1x1(x, wt, b, stride=stride, groups=groups, activation=activation)
     xd, wd, bd = (t.detach().double().requires_grad_() for t in (x0, w0, b0))
-    ref = _expected(xd, wd, bd, 1, 1, activation)
+    ref = _expected(xd, wd, bd, stride, groups, activation)
     torch.testing.assert_close(y.double(), ref, atol=2e-4, rtol=1e-4)
     grad = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
     grad = _layout(grad, layout)
@@ -583,6 +581,40 @@ def test_native_kernels_at_their_edges(native, n, c, k, h, w, activation, layout
     for got, want in ((x, xd), (wt, wd), (b, bd)):
         # grad_weight sums up to 5 x 4096 products in float32
         torch.testing.assert_close(got.grad.double(), want.grad, atol=2e-3, rtol=2e-4)
+
+
+@needs_native
+@pytest.mark.parametrize(("n", "c", "k", "h", "w"), NATIVE_EDGES)
+@pytest.mark.parametrize("activation", [None, "relu6"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_native_kernels_at_their_edges(native, n, c, k, h, w, activation, layout):
+    _check_native_case(n, c, k, h, w, activation, layout)
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ["avx2", "base"])
+def test_every_instruction_set_build_is_right(native, isa):
+    """The AVX2 and baseline builds (other machines' kernels) checked here too, where the CPU runs them."""
+    before = ops._native.isa()
+    if not ops._native.set_isa(isa):
+        pytest.skip(f"this CPU cannot run the {isa} build")
+    try:
+        for layout in LAYOUTS:
+            for n, c, k, h, w in NATIVE_EDGES:
+                _check_native_case(n, c, k, h, w, "relu", layout)
+            _check_native_case(2, 12, 9, 9, 7, None, layout, stride=2, groups=3)
+        for case in [(2, 50, 20, 999), (3, 300, 40, 700), (1, 40, 300, 70)]:  # every grad_weight form
+            n, c, k, p = case
+            gen = torch.Generator().manual_seed(p)
+            g, x = torch.randn(n, k, p, generator=gen), torch.randn(n, c, p, generator=gen)
+            want = torch.einsum("nkp,ncp->kc", g.double(), x.double())
+            for method in (0, 1, 2):
+                out = torch.empty(k, c)
+                ptrs = (g.data_ptr(), k * p, p, x.data_ptr(), c * p, p, out.data_ptr(), c)
+                ops._native.grad_weight(*ptrs, n, k, c, p, 0, 2, method)
+                torch.testing.assert_close(out.double(), want, atol=2e-3, rtol=1e-4)
+    finally:
+        ops._native.set_isa(before)
 
 
 @needs_native

@@ -190,24 +190,39 @@ typedef struct {
 
 static Isa isa;
 
-static void pick_isa(void)
+static int isa_supported(const char *name)
 {
 #ifdef HAVE_X86_VARIANTS
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq")) {
+    if (!strcmp(name, "avx512"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq");
+    if (!strcmp(name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return !strcmp(name, "base");
+}
+
+static void use_isa(const char *name)
+{
+#ifdef HAVE_X86_VARIANTS
+    if (!strcmp(name, "avx512")) {
         isa = (Isa){"avx512", 16, 12, 4, 6, fwd_items_avx512, gw_rect_avx512, gw_outer_avx512,
-                     cl_pack_avx512, cl_fwd_items_avx512, cl_gw_blocks_avx512};
+                    cl_pack_avx512, cl_fwd_items_avx512, cl_gw_blocks_avx512};
         return;
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (!strcmp(name, "avx2")) {
         isa = (Isa){"avx2", 8, 6, 3, 4, fwd_items_avx2, gw_rect_avx2, gw_outer_avx2,
-                     cl_pack_avx2, cl_fwd_items_avx2, cl_gw_blocks_avx2};
+                    cl_pack_avx2, cl_fwd_items_avx2, cl_gw_blocks_avx2};
         return;
     }
 #endif
     isa = (Isa){"base", 4, 6, 3, 4, fwd_items_base, gw_rect_base, gw_outer_base,
-                 cl_pack_base, cl_fwd_items_base, cl_gw_blocks_base};
+                cl_pack_base, cl_fwd_items_base, cl_gw_blocks_base};
+}
+
+static void pick_isa(void)
+{
+    use_isa(isa_supported("avx512") ? "avx512" : isa_supported("avx2") ? "avx2" : "base");
 }
 
 /* ----------------------------------------------------------------------------- drivers */
@@ -471,6 +486,20 @@ static PyObject *py_threading(PyObject *self, PyObject *args)
     return PyUnicode_FromString(gomp_parallel ? "openmp" : "pthreads");
 }
 
+static PyObject *py_set_isa(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    if (strcmp(name, "avx512") && strcmp(name, "avx2") && strcmp(name, "base")) {
+        PyErr_Format(PyExc_ValueError, "isa must be 'avx512', 'avx2' or 'base', got %R", arg);
+        return NULL;
+    }
+    if (!isa_supported(name)) Py_RETURN_FALSE;
+    use_isa(name);
+    Py_RETURN_TRUE;
+}
+
 static PyObject *py_isa(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -496,6 +525,9 @@ static PyMethodDef methods[] = {
      "use_openmp(path): run the threads on the OpenMP runtime loaded from path (already loaded); "
      "returns whether it could."},
     {"threading", py_threading, METH_NOARGS, "Where the kernels' threads come from: openmp or pthreads."},
+    {"set_isa", py_set_isa, METH_O,
+     "set_isa(name): run on another instruction set's build (avx512, avx2, base) if this CPU has it; "
+     "returns whether it could. For testing every build on one machine."},
     {"isa", py_isa, METH_NOARGS, "The instruction set the kernels run on: avx512, avx2 or base."},
     {NULL, NULL, 0, NULL},
 };
