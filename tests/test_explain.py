@@ -242,7 +242,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        explain._atomic_write(target, b"new")
+        explain.atomic_write(target, b"new")
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.png"]
 
 

@@ -709,9 +709,6 @@ def _dims(shape: Sequence[int] | None) -> str:
     return "x".join(str(d) for d in shape) if shape else "-"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    atomic_write(path, data)
-
 
 @dataclass
 class CostReport:
@@ -882,7 +879,7 @@ class CostReport:
                 row.append("" if v is None else v)
             w.writerow(row)
         out = Path(path)
-        _atomic_write(out, buf.getvalue().encode())
+        atomic_write(out, buf.getvalue().encode())
         return out
 
     def table(self) -> str:
@@ -1017,7 +1014,7 @@ class CostReport:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
-        _atomic_write(out, buf.getvalue())
+        atomic_write(out, buf.getvalue())
         return out
 
 

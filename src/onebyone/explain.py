@@ -1150,9 +1150,6 @@ def render_text(doc: dict[str, Any]) -> str:
 # ============================================================ 6b. files, written atomically
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    atomic_write(path, data)
-
 
 def _prepare_dir(directory: str | os.PathLike[str]) -> Path:
     path = Path(directory)
@@ -1188,7 +1185,7 @@ def _save(fig: Any, path: Path) -> Path:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -1302,9 +1299,9 @@ def write_page(doc: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path:
     out = _prepare_dir(out_dir)
     web = resources.files("onebyone") / "web"
     for name in _PAGE_FILES:
-        _atomic_write(out / name, (web / name).read_bytes())
+        atomic_write(out / name, (web / name).read_bytes())
     payload = json.dumps(doc, allow_nan=False, separators=(",", ":"))
-    _atomic_write(out / "data.js", f"window.ONEBYONE_DATA = {payload};\n".encode())
+    atomic_write(out / "data.js", f"window.ONEBYONE_DATA = {payload};\n".encode())
     return out / "index.html"
 
 

@@ -13,18 +13,20 @@ written; GB and GFLOP are 10^9.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from ._files import atomic_write
 
 __all__ = ["Peaks", "cache_path", "peaks", "roofline_seconds"]
 
@@ -115,17 +117,8 @@ def _read_cache() -> dict[str, dict[str, object]]:
 
 
 def _write_cache(data: dict[str, dict[str, object]]) -> None:
-    path = cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".machine.", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home only costs a re-measurement next time
+    with contextlib.suppress(OSError):  # a read-only home only costs a re-measurement next time
+        atomic_write(cache_path(), json.dumps(data, indent=2).encode())
 
 
 def peaks(device: str | torch.device = "cpu", *, refresh: bool = False, repeats: int = 5) -> Peaks:

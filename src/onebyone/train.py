@@ -27,7 +27,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._files import atomic_write
 from .data import Dataset, load_dataset
 from .layers import Conv1x1
 from .models import ABLATIONS, ablations_of, create_model, list_models
@@ -166,34 +166,8 @@ def _input_size_of(model: nn.Module) -> tuple[int, ...]:
 # ------------------------------------------------------------- writing, atomically
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Readers (and a resumed run) see the old file or the new one, never part of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it a normal file's mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # the rename itself must reach the disk before the next epoch overwrites anything
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
 
 
 def _save_figure(fig: Any, path: Path) -> None:
@@ -204,7 +178,7 @@ def _save_figure(fig: Any, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 def _weights_bytes(model: nn.Module, metadata: dict[str, str]) -> bytes:
@@ -594,7 +568,7 @@ def _train(
         if dist.rank == 0:
             meta = {"format": 1, "epoch": epoch + 1, "config": config_json, "history": history,
                     "seconds": seconds}
-            _atomic_write(ckpt_path, _checkpoint_bytes(model, optimizer, meta))
+            atomic_write(ckpt_path, _checkpoint_bytes(model, optimizer, meta), sync_dir=True)
     test_loss, confusion = _score(model, x_test, y_test, dataset.num_classes, dist, device)
     test_acc = float(confusion.diagonal().sum()) / max(len(y_test), 1)
     metrics = {
@@ -643,7 +617,7 @@ def _finalise(
         "data": cfg.data,
         "train": dataclasses.asdict(cfg),
     }
-    _atomic_write(out / WEIGHTS, _weights_bytes(model, {"model": cfg.model}))
+    atomic_write(out / WEIGHTS, _weights_bytes(model, {"model": cfg.model}), sync_dir=True)
     _write_json(out / CONFIG, run_config)
     plot_curves(metrics["history"], out / "curves.png", title=cfg.model)
     title = f"{cfg.model}: {100 * metrics['test_accuracy']:.2f}% of {len(dataset.y_test)} test images"
