@@ -447,6 +447,13 @@ def _block_rows(ym: Tensor, blk: Block, ho: int, wo: int, channels_last: bool) -
 # ------------------------------------------------------------------------- forward
 
 
+def _finished(y: Tensor, bias: Tensor | None, activation: str | None, channels_last: bool) -> Tensor:
+    """y with the bias and the activation applied in place (if any): no extra tensor."""
+    if bias is not None or activation is not None:
+        _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
+    return y
+
+
 def _epilogue_(ym: Tensor, bias: Tensor | None, activation: str | None, channels_last: bool) -> None:
     """The bias and the activation, in place on the finished product: no extra tensor."""
     if bias is not None:
@@ -521,10 +528,9 @@ def _forward_native(
     """float32 on the direct kernels, either layout: bias and activation fused into the stores when
     stride is 1; with a stride, the gathered blocks of _forward_gemm and the epilogue after."""
     if stride != (1, 1):
-        y = _forward_gemm(_mm_native_cl if channels_last else _mm_native, x, w, stride, groups, channels_last)
-        if bias is not None or activation is not None:
-            _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
-        return y
+        mm = _mm_native_cl if channels_last else _mm_native
+        y = _forward_gemm(mm, x, w, stride, groups, channels_last)
+        return _finished(y, bias, activation, channels_last)
     n, c, h, wd = x.shape
     k, cg = w.shape
     kg, p = k // groups, h * wd
@@ -606,9 +612,7 @@ def _forward_on(
         y = F.conv2d(x, w.view(*w.shape, 1, 1), None, stride, 0, 1, groups)
     else:
         y = _forward_gemm(_mm_numpy if name == "numpy" else _mm_torch, x, w, stride, groups, channels_last)
-    if bias is not None or activation is not None:
-        _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
-    return y
+    return _finished(y, bias, activation, channels_last)
 
 
 def _forward(
@@ -645,11 +649,8 @@ def _forward(
         }
         return _fastest(key, candidates)
     # one library: no bookkeeping on the way (small layers feel every microsecond)
-    mm = _mm_numpy if _policy == "numpy" and _numpy_ok(x) else _mm_torch
-    y = _forward_gemm(mm, x, w, stride, groups, channels_last)
-    if bias is not None or activation is not None:
-        _epilogue_(_matrix(y, channels_last), bias, activation, channels_last)
-    return y
+    name = "numpy" if _policy == "numpy" and _numpy_ok(x) else "torch"
+    return _forward_on(name, x, w, bias, stride, groups, activation, channels_last)
 
 
 # ------------------------------------------------------------------------ backward
