@@ -65,24 +65,31 @@ def _random_case(
 strides = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)))
 
 
+def given_cases(n: int, cg: int, kg: int, hw: int, **more):
+    """hypothesis over conv1x1's arguments: batch, channels per group in and out, groups, image size,
+    stride, layout, dtype, bias, activation and a seed, each up to the given bound (plus ``more``)."""
+    cases = dict(
+        n=st.integers(1, n),
+        cg=st.integers(1, cg),
+        kg=st.integers(1, kg),
+        groups=st.integers(1, 3),
+        h=st.integers(1, hw),
+        w=st.integers(1, hw),
+        stride=strides,
+        layout=st.sampled_from(LAYOUTS),
+        dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
+        with_bias=st.booleans(),
+        activation=st.sampled_from([None, *ACTIVATIONS]),
+        seed=st.integers(0, 2**16),
+    )
+    return given(**{**cases, **more})
+
+
 # ----------------------------------------------------------------------------- values
 
 
 @settings(max_examples=80, deadline=None)
-@given(
-    n=st.integers(1, 3),
-    cg=st.integers(1, 5),
-    kg=st.integers(1, 5),
-    groups=st.integers(1, 3),
-    h=st.integers(1, 7),
-    w=st.integers(1, 7),
-    stride=strides,
-    layout=st.sampled_from(LAYOUTS),
-    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
-    with_bias=st.booleans(),
-    activation=st.sampled_from([None, *ACTIVATIONS]),
-    seed=st.integers(0, 2**16),
-)
+@given_cases(n=3, cg=5, kg=5, hw=7)
 def test_matches_conv2d(n, cg, kg, groups, h, w, stride, layout, dtype, with_bias, activation, seed):
     x, weight, bias = _random_case(n, cg, kg, groups, h, w, dtype, seed)
     x = _layout(x, layout)
@@ -105,20 +112,7 @@ def test_matches_conv2d(n, cg, kg, groups, h, w, stride, layout, dtype, with_bia
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    n=st.integers(1, 2),
-    cg=st.integers(1, 4),
-    kg=st.integers(1, 4),
-    groups=st.integers(1, 3),
-    h=st.integers(1, 5),
-    w=st.integers(1, 5),
-    stride=strides,
-    layout=st.sampled_from(LAYOUTS),
-    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
-    with_bias=st.booleans(),
-    activation=st.sampled_from([None, "relu", "relu6"]),
-    seed=st.integers(0, 2**16),
-)
+@given_cases(n=2, cg=4, kg=4, hw=5)
 def test_matches_the_definition(n, cg, kg, groups, h, w, stride, layout, dtype, with_bias, activation, seed):
     x, weight, bias = _random_case(n, cg, kg, groups, h, w, dtype, seed)
     b = bias if with_bias else None
@@ -247,20 +241,7 @@ def test_gradcheck(layout, stride, groups, activation, with_bias, batch):
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    n=st.integers(1, 3),
-    cg=st.integers(1, 4),
-    kg=st.integers(1, 4),
-    groups=st.integers(1, 3),
-    h=st.integers(1, 6),
-    w=st.integers(1, 6),
-    stride=strides,
-    layout=st.sampled_from(LAYOUTS),
-    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
-    with_bias=st.booleans(),
-    activation=st.sampled_from([None, *ACTIVATIONS]),
-    seed=st.integers(0, 2**16),
-)
+@given_cases(n=3, cg=4, kg=4, hw=6)
 def test_gradients_match_conv2d(n, cg, kg, groups, h, w, stride, layout, dtype, with_bias, activation, seed):
     x0, w0, b0 = _random_case(n, cg, kg, groups, h, w, dtype, seed)
     x0 = _layout(x0, layout)
@@ -509,27 +490,14 @@ def native():
 
 @needs_native
 @settings(max_examples=60, deadline=None)
-@given(
-    n=st.integers(1, 3),
-    cg=st.integers(1, 40),
-    kg=st.integers(1, 30),
-    groups=st.integers(1, 3),
-    h=st.integers(1, 13),
-    w=st.integers(1, 13),
-    stride=strides,
-    with_bias=st.booleans(),
-    activation=st.sampled_from([None, *ACTIVATIONS]),
-    layout=st.sampled_from(LAYOUTS),
-    threads=st.integers(1, 3),
-    seed=st.integers(0, 2**16),
-)
+@given_cases(n=3, cg=40, kg=30, hw=13, dtype=st.just(torch.float32), threads=st.integers(1, 3))
 def test_native_forward_and_backward_match_conv2d(
-    n, cg, kg, groups, h, w, stride, with_bias, activation, layout, threads, seed
+    n, cg, kg, groups, h, w, stride, layout, dtype, with_bias, activation, threads, seed
 ):
     before, threads_before = ops.set_backend("native"), torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        x0, w0, b0 = _random_case(n, cg, kg, groups, h, w, torch.float32, seed)
+        x0, w0, b0 = _random_case(n, cg, kg, groups, h, w, dtype, seed)
         x0 = _layout(x0, layout)
         b0 = b0 if with_bias else None
         ours = [t.clone().requires_grad_() for t in (x0, w0, b0) if t is not None]
