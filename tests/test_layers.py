@@ -13,19 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from onebyone import Conv1x1, ConvNormAct, Inception, MLPConv, NaiveInception
-from onebyone.ops import set_backend
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_torch_kernels():
-    # small tensors: a second thread only waits for a core when the machine is busy; and the
-    # models, not conv1x1's backends (tests/test_ops.py), are under test: skip its per-shape timing
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    backend = set_backend("torch")
-    yield
-    set_backend(backend)
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_torch_kernels")
 
 
 

@@ -12,22 +12,12 @@ from torch import nn
 import onebyone
 from onebyone import Conv1x1, create_model, list_models, register_model
 from onebyone.models import ABLATIONS, TABLE_1, ablations_of
-from onebyone.ops import set_backend
 
 # Big enough to take seconds on two CPU cores: run them, but mark them for selection.
 SLOW = {"googlenet", "googlenet_naive", "googlenet_cifar10", "nin_cifar10", "nin_cifar10_fc"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_torch_kernels():
-    # small tensors: a second thread only waits for a core when the machine is busy; and the
-    # models, not conv1x1's backends (tests/test_ops.py), are under test: skip its per-shape timing
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    backend = set_backend("torch")
-    yield
-    set_backend(backend)
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_torch_kernels")
 
 
 

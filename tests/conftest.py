@@ -1,0 +1,24 @@
+"""Fixtures shared by several test modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from onebyone.ops import set_backend
+
+
+@pytest.fixture(scope="module")
+def one_thread_torch_kernels():
+    """One thread and conv1x1 on PyTorch's kernels for a module's tests, restored after.
+
+    Small tensors: a second thread only waits for a core when the machine is busy; and where the
+    layers and models, not conv1x1's backends (tests/test_ops.py), are under test, its per-shape
+    timing is skipped.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    backend = set_backend("torch")
+    yield
+    set_backend(backend)
+    torch.set_num_threads(before)
