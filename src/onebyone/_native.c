@@ -465,6 +465,10 @@ static PyObject *py_use_openmp(PyObject *self, PyObject *arg)
     (void)self;
     const char *path = PyUnicode_AsUTF8(arg);
     if (!path) return NULL;
+    if (!*path) { /* "": back to threads of the kernels' own (to measure what sharing buys) */
+        gomp_parallel = NULL;
+        Py_RETURN_FALSE;
+    }
     void *lib = dlopen(path, RTLD_LAZY | RTLD_NOLOAD); /* only a runtime that is already loaded */
     if (!lib) Py_RETURN_FALSE;
     GompParallel par = (GompParallel)dlsym(lib, "GOMP_parallel");
@@ -523,7 +527,7 @@ static PyMethodDef methods[] = {
      "out[k,c] (+)= sum over p of g[p,k] x[p,c]."},
     {"use_openmp", py_use_openmp, METH_O,
      "use_openmp(path): run the threads on the OpenMP runtime loaded from path (already loaded); "
-     "returns whether it could."},
+     "returns whether it could. use_openmp('') goes back to threads of the kernels' own."},
     {"threading", py_threading, METH_NOARGS, "Where the kernels' threads come from: openmp or pthreads."},
     {"set_isa", py_set_isa, METH_O,
      "set_isa(name): run on another instruction set's build (avx512, avx2, base) if this CPU has it; "

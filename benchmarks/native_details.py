@@ -1,0 +1,174 @@
+"""The measurements behind docs/op.md's account of onebyone's own kernels, one section each.
+
+    python benchmarks/native_details.py [--section NAME ...] [--repeats 21]
+
+Sections:
+  microtile   the forward kernel alone, one thread, data in cache: GFLOP/s per core
+  threads     a layer run alone and right after a PyTorch op, on PyTorch's OpenMP workers and on
+              threads of the kernels' own
+  faults      the first-touch page faults of a fresh 28.8 MB output (the seed's), against writing
+              into memory already mapped; MAP_POPULATE; transparent huge pages
+  first-call  GoogLeNet-CIFAR forward+backward at batch 8: the first call of each shape (timed
+              choices on channels_last) and the calls after
+  backward    channels_last forward+backward of MobileNet's pw5 at batch 32: conv1x1 (oneDNN's
+              one-call backward among the timed candidates) against F.conv2d's own autograd
+Timings are medians of --repeats runs after a warm-up unless a section says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from onebyone import conv1x1, models, ops
+
+SECTIONS = ("microtile", "threads", "faults", "first-call", "backward")
+
+
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def microtile(repeats: int) -> None:
+    print("forward kernel, one thread, output preallocated, operands in L1/L2:")
+    for n, c, k, p in [(1, 64, 96, 512), (1, 50, 20, 4096), (1, 256, 256, 1024)]:
+        x, w, y = torch.randn(n, c, p), torch.randn(k, c), torch.empty(n, k, p)
+        args = (x.data_ptr(), c * p, p, y.data_ptr(), k * p, p, w.data_ptr(), c, 1, 0, n, c, k, p, 0, 1)
+        calls = max(1, int(2e7 / (2 * n * c * k * p)))
+
+        def run(args=args, calls=calls) -> None:
+            for _ in range(calls):
+                ops._native.forward(*args)
+
+        ms = _median_ms(run, repeats) / calls
+        print(f"  {c} -> {k} over {p} pixels: {ms * 1e3:.1f} us, {2 * n * c * k * p / ms / 1e6:.0f} GFLOP/s")
+
+
+def threads(repeats: int) -> None:
+    x, w, a = torch.randn(64, 96, 8, 8), torch.randn(96, 96, 1, 1), torch.randn(256, 256)
+    before = ops.set_backend("native")
+
+    def after_torch_op() -> float:
+        times = []
+        for _ in range(repeats):
+            torch.mm(a, a)  # a PyTorch op on its OpenMP workers just before
+            t0 = time.perf_counter()
+            conv1x1(x, w)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e3
+
+    runtime = ops._torch_openmp_runtime()
+    try:
+        for label, path in (("PyTorch's OpenMP workers", runtime), ("threads of their own", "")):
+            if path is None:
+                print(f"  {label}: PyTorch has no OpenMP runtime here")
+                continue
+            ops._native.use_openmp(path)
+            alone = _median_ms(lambda: conv1x1(x, w), repeats)
+            print(f"  96 -> 96 over 64 8x8 images on {label}: alone {alone:.2f} ms, "
+                  f"right after a PyTorch op {after_torch_op():.2f} ms")
+    finally:
+        if runtime is not None:
+            ops._native.use_openmp(runtime)
+        ops.set_backend(before)
+
+
+def _fresh_and_fill(nbytes: int) -> None:
+    torch.empty(nbytes // 4).fill_(1.0)
+
+
+def faults(repeats: int) -> None:
+    nbytes = 20 * 600 * 600 * 4
+    reused = torch.empty(nbytes // 4)
+    print(f"writing {nbytes / 1e6:.1f} MB (the seed's output), median of {repeats}:")
+    print(f"  into memory already mapped: {_median_ms(lambda: reused.fill_(1.0), repeats):.2f} ms")
+    # a fresh allocation of this size: glibc maps new pages (its threshold tops out at 32 MiB) unless
+    # a freed block of the size is at hand; the minimum is the case where one was
+    runs = [_median_ms(lambda: _fresh_and_fill(nbytes), 1) for _ in range(repeats)]
+    print(f"  into a fresh torch.empty: median {statistics.median(runs):.2f} ms, max {max(runs):.2f} ms")
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+
+    def populated() -> None:
+        torch.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=torch.float32).fill_(1.0)
+
+    print(f"  into an mmap with MAP_POPULATE: {_median_ms(populated, repeats):.2f} ms")
+    code = "\n".join([
+        "import statistics, time, torch",
+        "times = []",
+        f"for _ in range({repeats}):",
+        "    t0 = time.perf_counter()",
+        f"    torch.empty({nbytes // 4}).fill_(1.0)",
+        "    times.append(time.perf_counter() - t0)",
+        "print(f'{statistics.median(times) * 1e3:.2f}')",
+    ])
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    print(f"  into a fresh torch.empty with transparent huge pages (THP_MEM_ALLOC_ENABLE=1): "
+          f"{out.stdout.strip()} ms")
+
+
+def first_call(repeats: int) -> None:
+    for label, fmt in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        ops.set_backend("auto")  # forgets every timed choice
+        torch.manual_seed(0)
+        model = models.create_model("googlenet_cifar10").to(memory_format=fmt)
+        x = torch.randn(8, 3, 32, 32).contiguous(memory_format=fmt)
+        t0 = time.perf_counter()
+        model(x).sum().backward()
+        first = time.perf_counter() - t0
+        later = _median_ms(lambda m=model, x=x: m(x).sum().backward(), max(3, repeats // 4)) / 1e3
+        print(f"  GoogLeNet-CIFAR, batch 8, {label}: first forward+backward {first:.2f} s "
+              f"({len(ops.chosen_backends())} choices timed), then {later:.2f} s")
+
+
+def backward(repeats: int) -> None:
+    ops.set_backend("auto")
+    fmt = torch.channels_last
+    x = torch.randn(32, 256, 28, 28).contiguous(memory_format=fmt).requires_grad_()
+    w = torch.randn(256, 256, 1, 1, requires_grad=True)
+    g = torch.randn(32, 256, 28, 28).contiguous(memory_format=fmt)
+
+    def step(op: Callable[..., torch.Tensor]) -> None:
+        x.grad = w.grad = None
+        op(x, w).backward(g)
+
+    ours = _median_ms(lambda: step(conv1x1), max(3, repeats // 3))
+    theirs = _median_ms(lambda: step(F.conv2d), max(3, repeats // 3))
+    chosen = {key[0]: name for key, name in ops.chosen_backends().items()}
+    print(f"  MobileNet pw5 (256x28x28 -> 256), batch 32, channels_last forward+backward: conv1x1 "
+          f"{ours:.1f} ms (chosen: {chosen}), F.conv2d {theirs:.1f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--repeats", type=int, default=21)
+    args = parser.parse_args(argv)
+    if ops.native_isa() is None:
+        print("the native kernels were not built: nothing to measure", file=sys.stderr)
+        return 1
+    print(f"native kernels: {ops.native_isa()} on {ops._native.threading()}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    for name in args.section:
+        print(f"\n== {name}")
+        globals()[name.replace("-", "_")](args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
