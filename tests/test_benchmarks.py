@@ -1,0 +1,50 @@
+"""The benchmark scripts behind BENCHMARKS.md run, on the smallest settings, and print what they claim."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onebyone import ops
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_conv1x1_benchmark_runs_on_one_shape(tmp_path):
+    out = _run("benchmarks/conv1x1.py", "--shapes", "seed/10x32x32*", "--repeats", "1",
+               "--min-sample-ms", "1", "--quiet", "--out", str(tmp_path / "c"))
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["command"].startswith("python benchmarks/conv1x1.py")
+    assert "seed/10x32x32->4/b1" in (tmp_path / "c.md").read_text() and "Summary" in out
+
+
+@pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
+def test_native_vs_blas_runs_in_both_layouts(tmp_path):
+    for layout in ("nchw", "channels_last"):
+        prefix = tmp_path / layout
+        out = _run("benchmarks/native_vs_blas.py", "--layout", layout, "--shapes", "seed/10x32x32*",
+                   "--repeats", "1", "--min-sample-ms", "1", "--out", str(prefix))
+        rows = json.loads(prefix.with_suffix(".json").read_text())
+        assert [r["pass"] for r in rows] == ["forward", "grad_input", "grad_weight"]
+        assert all(r["native_ms"] > 0 and r["blas_ms"] > 0 for r in rows)
+        assert f"passes ({layout})" in out
+
+
+@pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
+def test_native_details_sections_run():
+    out = _run("benchmarks/native_details.py", "--section", "microtile", "threads", "--repeats", "3")
+    assert out.count("GFLOP/s") == 3
+    assert "on PyTorch's OpenMP workers" in out or "PyTorch has no OpenMP runtime here" in out
+    assert "threads of their own: alone" in out
