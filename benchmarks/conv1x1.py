@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from onebyone import conv1x1
+from onebyone import conv1x1, ops
 from onebyone.machine import Peaks, peaks, roofline_seconds
 
 MODES = ("forward", "forward+backward")
@@ -322,6 +322,8 @@ def memory_worker(shapes: list[Shape], bias: bool, activation: str | None) -> di
                     del y
                     extra = math.inf
                     for _ in range(3):  # the least of three: a stray page elsewhere is not the op's
+                        # no freed block to reuse: the output is new memory, as on a first call
+                        ops.set_output_pool(ops.set_output_pool(0))
                         base = _proc_status("VmRSS")
                         with open("/proc/self/clear_refs", "w") as f:
                             f.write("5")  # resets VmHWM to the current resident set
@@ -490,6 +492,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "peaks": limits.to_dict(), "load_average": os.getloadavg()},
         "statistic": f"median of {args.repeats} interleaved rounds after a warm-up, "
                      f"each sample >= {args.min_sample_ms:g} ms of back-to-back calls",
+        "output_pool_bytes": ops._pool.max_bytes,
         "dtype": "float32", "bias": args.bias, "activation": args.activation,
         "results": rows, "summary": summarise(rows), "memory": memory,
         "memory_method": "VmHWM - VmRSS around one forward call in a subprocess, minus the output's bytes, "
@@ -512,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure-peaks", action="store_true",
                         help="measure the GEMM peak and bandwidth again instead of using the cached figures")
     parser.add_argument("--no-memory", action="store_true", help="skip the extra-memory measurement")
+    parser.add_argument("--no-pool", action="store_true",
+                        help="conv1x1 without its pool of freed outputs (onebyone.ops.set_output_pool(0)): "
+                             "every output in fresh memory, as the other methods get theirs")
     parser.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX.md")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
@@ -529,15 +535,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.no_pool:
+        ops.set_output_pool(0)
     report = run(args)
     text = markdown(report)
     machine: dict[str, Any] = report["machine"]
     pk: dict[str, Any] = machine["peaks"]
+    cap = report["output_pool_bytes"]
+    pool = f"up to {cap / 2**20:g} MiB" if cap else "off"
     header = (f"Machine: {machine['cpu']} ({machine['cores']} cores, {machine['threads']} torch threads), "
               f"torch {machine['torch']}, NumPy {machine['numpy']}, Python {machine['python']}; "
               f"load average at the end {', '.join(f'{v:.2f}' for v in machine['load_average'])}.\n"
               f"Roofline: {pk['gemm_gflops']} GFLOP/s GEMM, {pk['bandwidth_gbs']} GB/s memory "
               f"(onebyone.machine.peaks(), measured {pk['measured_at']}).\n"
+              f"conv1x1's pool of freed outputs: {pool}.\n"
               f"Command: `{report['command']}`; {report['statistic']}; {report['date']}.\n")
     print(header)
     print(text)

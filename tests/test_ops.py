@@ -655,3 +655,130 @@ def test_native_grad_weight_in_every_form(n, c, k, p, method, accumulate):
     want = torch.einsum("nkp,ncp->kc", g.double(), x.double()) + (before[:, :c].double() if accumulate else 0)
     torch.testing.assert_close(out[:, :c].double(), want, atol=2e-3, rtol=1e-4)
     assert torch.equal(out[:, c:], before[:, c:])
+
+
+# -------------------------------------------------------------------------------- output pool
+
+
+@pytest.fixture
+def fresh_pool():
+    """A pool with its default cap and no freed blocks, whatever the tests before left in it."""
+    before = ops.set_output_pool(0)  # gives back every freed block
+    ops.set_output_pool(before)
+    yield ops._pool
+    ops.set_output_pool(before)
+
+
+# 1 x 64 x 64 x 64 -> 128: a 2 MiB output, over the pool's 1 MiB threshold
+BIG = (1, 64, 64, 64, 128)
+
+
+def _big_case(layout: str, requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    n, c, h, w, k = BIG
+    gen = torch.Generator().manual_seed(3)
+    x = _layout(torch.randn(n, c, h, w, generator=gen), layout).requires_grad_(requires_grad)
+    weight = (torch.randn(k, c, 1, 1, generator=gen) / 8).requires_grad_(requires_grad)
+    return x, weight
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_freed_output_is_handed_out_again(fresh_pool, layout):
+    x, w = _big_case(layout)
+    y = conv1x1(x, w)
+    ptr = y.data_ptr()
+    assert _is_layout(y, layout)
+    assert y.stride() == torch.empty(y.shape, memory_format=torch.channels_last if layout == "channels_last"
+                                     else torch.contiguous_format).stride()
+    assert fresh_pool.misses >= 1
+    del y  # its block goes back to the pool...
+    assert fresh_pool.cached_bytes >= 128 * 64 * 64 * 4
+    hits = fresh_pool.hits
+    y = conv1x1(x, w)  # ...and holds the next output of that size, already mapped
+    assert y.data_ptr() == ptr and fresh_pool.hits == hits + 1
+    torch.testing.assert_close(y, F.conv2d(x, w), atol=1e-4, rtol=1e-4)
+
+
+def test_a_block_stays_taken_while_any_view_of_it_lives(fresh_pool):
+    x, w = _big_case("nchw")
+    y = conv1x1(x, w)
+    part = y[0, :3]  # a view: the storage lives on without y
+    kept = part.clone()
+    ptr = y.data_ptr()
+    del y
+    others = [conv1x1(x * 2, w) for _ in range(2)]
+    assert all(o.data_ptr() != ptr for o in others)
+    assert torch.equal(part, kept)  # nothing wrote over the view
+    del part  # the last view: now the block is free, and the next output of its size gets it
+    assert conv1x1(x, w).data_ptr() == ptr
+
+
+def test_the_pool_keeps_no_more_than_its_cap(fresh_pool):
+    x, w = _big_case("nchw")
+    out_bytes = 128 * 64 * 64 * 4
+    before = ops.set_output_pool(out_bytes + out_bytes // 2)  # room for one freed output, not two
+    try:
+        ys = [conv1x1(x, w) for _ in range(3)]
+        del ys
+        assert fresh_pool.cached_bytes == out_bytes
+    finally:
+        ops.set_output_pool(before)
+
+
+def test_a_zero_cap_turns_the_pool_off(fresh_pool):
+    before = ops.set_output_pool(0)
+    try:
+        x, w = _big_case("nchw")
+        hits, misses = fresh_pool.hits, fresh_pool.misses
+        for _ in range(3):
+            conv1x1(x, w)
+        assert (fresh_pool.hits, fresh_pool.misses, fresh_pool.cached_bytes) == (hits, misses, 0)
+    finally:
+        ops.set_output_pool(before)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "1GB", True, None])
+def test_output_pool_cap_must_be_a_byte_count(bad):
+    with pytest.raises(ValueError, match="max_bytes must be an int >= 0"):
+        ops.set_output_pool(bad)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pooled_outputs_and_gradients_stay_right_over_many_steps(fresh_pool, layout):
+    """A training loop's pattern: outputs and input gradients freed and asked for again each step."""
+    x, w = _big_case(layout, requires_grad=True)
+    xr, wr = x.detach().double().requires_grad_(True), w.detach().double().requires_grad_(True)
+    yr = F.conv2d(xr, wr)
+    g = torch.randn(yr.shape, generator=torch.Generator().manual_seed(5)).to(yr.dtype)
+    yr.backward(g)
+    for _ in range(4):
+        x.grad = w.grad = None
+        y = conv1x1(x, w)
+        y.backward(_layout(g.float(), layout))
+        torch.testing.assert_close(y.double(), yr, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(x.grad.double(), xr.grad, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(w.grad.double(), wr.grad, atol=1e-3, rtol=1e-4)
+        assert _is_layout(x.grad, layout)
+    assert fresh_pool.hits >= 3
+
+
+def test_outputs_freed_on_another_thread_come_back(fresh_pool):
+    import threading
+
+    x, w = _big_case("nchw")
+    box = [conv1x1(x, w)]
+    ptr = box[0].data_ptr()
+    t = threading.Thread(target=box.clear)
+    t.start()
+    t.join()
+    assert conv1x1(x, w).data_ptr() == ptr
+
+
+def test_pooled_outputs_serialise_and_share_like_any_tensor(fresh_pool, tmp_path):
+    x, w = _big_case("nchw")
+    y = conv1x1(x, w)
+    expected = y.clone()
+    torch.save(y, tmp_path / "y.pt")
+    assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
+    y.share_memory_()
+    assert y.is_shared() and torch.equal(y, expected)
+    assert torch.equal(torch.from_numpy(y.numpy()), expected)

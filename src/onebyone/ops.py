@@ -35,12 +35,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._pool import OutputPool, default_max_bytes
+
 try:
     from onebyone import _native
 except ImportError:  # not built (no C compiler when it was installed): the BLAS libraries alone
     _native = None  # type: ignore[assignment]
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "chosen_backends", "conv1x1", "native_isa", "set_backend"]
+__all__ = [
+    "ACTIVATIONS",
+    "BACKENDS",
+    "chosen_backends",
+    "conv1x1",
+    "native_isa",
+    "set_backend",
+    "set_output_pool",
+]
 
 #: Activations conv1x1 can fuse, by name.
 ACTIVATIONS = ("relu", "relu6")
@@ -250,6 +260,35 @@ def set_backend(name: str = "auto") -> str:
 def chosen_backends() -> dict[tuple[object, ...], str]:
     """The library picked so far for each (pass, layout, shape, stride, groups, dtype, threads)."""
     return dict(_choices)
+
+
+_pool = OutputPool(default_max_bytes())
+
+
+def set_output_pool(max_bytes: int) -> int:
+    """Cap the memory conv1x1 keeps in freed CPU outputs for reuse; returns the previous cap.
+
+    Outputs (and input gradients) of at least 1 MiB live in blocks that conv1x1 takes back when
+    the tensor's storage is freed and hands out again for the next output of the same size, so a
+    loop does not pay the page faults of fresh memory on every step (on this project's machine
+    they cost more than the product itself on large outputs: see ``docs/op.md``). At most
+    ``max_bytes`` of freed blocks are kept (default: 1 GiB, or a sixteenth of the machine's memory
+    where that is less), the least recently freed given back to the system first; ``0`` turns the
+    pool off and gives back everything it holds. Such tensors cannot be resized in place
+    (``resize_`` to a larger size).
+    """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise ValueError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+    before = _pool.max_bytes
+    _pool.set_max_bytes(max_bytes)
+    return before
+
+
+def _new_output(shape: tuple[int, ...], like: Tensor, channels_last: bool) -> Tensor:
+    """An uninitialised result with like's dtype and device, contiguous in the layout asked for."""
+    if like.device.type == "cpu":
+        return _pool.empty(tuple(shape), like.dtype, channels_last)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_format(channels_last))
 
 
 def _numpy_ok(t: Tensor) -> bool:
@@ -478,7 +517,7 @@ def _forward_gemm(
     k, cg = w.shape
     kg = k // groups
     ho, wo = -(-h // stride[0]), -(-wd // stride[1])
-    y = torch.empty((n, k, ho, wo), dtype=x.dtype, device=x.device, memory_format=_format(channels_last))
+    y = _new_output((n, k, ho, wo), x, channels_last)
     if y.numel() == 0:
         return y
     if stride == (1, 1) and groups == 1:  # the common case, in one call
@@ -534,7 +573,7 @@ def _forward_native(
     n, c, h, wd = x.shape
     k, cg = w.shape
     kg, p = k // groups, h * wd
-    y = torch.empty((n, k, h, wd), dtype=x.dtype, device=x.device, memory_format=_format(channels_last))
+    y = _new_output((n, k, h, wd), x, channels_last)
     if bias is not None and not bias.is_contiguous():
         bias = bias.contiguous()
     act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
@@ -679,7 +718,7 @@ def _grad_input_gemm(
     n, k, ho, wo = grad.shape
     c = in_shape[1]
     cg, kg = c // groups, k // groups
-    gx = torch.empty(in_shape, dtype=grad.dtype, device=grad.device, memory_format=_format(channels_last))
+    gx = _new_output(in_shape, grad, channels_last)
     if stride != (1, 1):
         gx.zero_()  # the skipped pixels
     if gx.numel() == 0 or grad.numel() == 0:
