@@ -530,6 +530,8 @@ NATIVE_EDGES = [
     (3, 64, 48, 7, 7),  # 49 = 32 + 16 + 1 pixels per image, images in groups; 48 = 32 + 16 columns
     (2, 300, 14, 3, 3),  # images smaller than one vector, staged, over two channel chunks
     (1, 260, 30, 5, 7),  # 35 = 32 + 3 pixels: the last 3 from a 16-pixel tile overlapping, two chunks
+    (8, 1024, 13, 10, 10),  # weight rows 4 KiB apart: each block copied first; 13 = 12 + 1 rows
+    (24, 2048, 5, 7, 7),  # the same over three 7 x 7 images per item, eight channel chunks
 ]
 
 

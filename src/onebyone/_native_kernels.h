@@ -31,7 +31,8 @@ static inline __attribute__((always_inline)) void NAME(store)(float *p, V v) { *
  * The micro-tile below with rows = output channels, columns = pixels, the weights broadcast.
  * Loop nest per (image, pixel tile): input-channel chunk of kc -> block of mr outputs -> NB pixels.
  * The tile of x (kc x nc floats) stays in L2 across the output blocks; the weights are broadcast
- * from where they lie (mr rows x kc, in L1 across the pixels), never copied.
+ * from where they lie (mr rows x kc, in L1 across the pixels), or, when their rows are a multiple
+ * of 4 KiB apart, from a copy of the block in one stream (see run_forward).
  */
 
 /* The one micro-tile every kernel here runs: out[r, :] (+)= row[r, i] * col[i, :] for mr rows and NB
@@ -144,6 +145,7 @@ static inline void NAME(tile_cols)(int mr, int cols, const float *col, long cs, 
 static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
 {
     float ybuf[MRMAX * NB] __attribute__((aligned(64)));
+    float wpack[MRMAX * KCMAX] __attribute__((aligned(64)));
     float *xbuf = NULL;
     if (j->P < VL) {
         xbuf = (float *)aligned_alloc(64, (size_t)(j->kc * VL * sizeof(float) + 63) / 64 * 64);
@@ -160,16 +162,22 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
             int first = c0 == 0, last = c0 + nck >= j->C;
             for (long k0 = 0; k0 < j->K; k0 += MRMAX) {
                 int mr = (int)(j->K - k0 < MRMAX ? j->K - k0 : MRMAX);
-                const float *wb = j->w + k0 * j->wk + c0 * j->wc; /* read in place: no copy */
+                const float *wb = j->w + k0 * j->wk + c0 * j->wc;
+                long wrs = j->wk, wis = j->wc;
+                if (j->pack) { /* mr x nck weights, element (r, i) at wpack[i*mr + r]: one stream */
+                    for (int r = 0; r < mr; r++)
+                        for (long i = 0; i < nck; i++) wpack[i * mr + r] = wb[r * j->wk + i * j->wc];
+                    wb = wpack, wrs = 1, wis = mr;
+                }
                 const float *b = j->bias ? j->bias + k0 : NULL;
                 for (long n = n0; n < n1; n++) {
                     const float *xi = j->x + n * j->xn + c0 * j->xc;
                     float *yi = j->y + n * j->yn + k0 * j->yc;
                     for (long p = p0; p < full; p += NB)
-                        NAME(tile)(mr, NV, xi + p, j->xc, wb, j->wk, j->wc, nck, yi + p, j->yc, first, last, b, 1,
+                        NAME(tile)(mr, NV, xi + p, j->xc, wb, wrs, wis, nck, yi + p, j->yc, first, last, b, 1,
                                    j->act);
                     if (half)
-                        NAME(tile)(mr, 1, xi + full, j->xc, wb, j->wk, j->wc, nck, yi + full, j->yc, first, last, b,
+                        NAME(tile)(mr, 1, xi + full, j->xc, wb, wrs, wis, nck, yi + full, j->yc, first, last, b,
                                    1, j->act);
                     if (!rem) continue;
                     const float *xs;
@@ -188,7 +196,7 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                             memset(ybuf + r * NB, 0, VL * sizeof(float));
                             memcpy(ybuf + r * NB + lane0, yi + r * j->yc + tail, rem * sizeof(float));
                         }
-                    NAME(tile)(mr, 1, xs, xstride, wb, j->wk, j->wc, nck, ybuf, NB, first, last, b, 1, j->act);
+                    NAME(tile)(mr, 1, xs, xstride, wb, wrs, wis, nck, ybuf, NB, first, last, b, 1, j->act);
                     for (int r = 0; r < mr; r++)
                         memcpy(yi + r * j->yc + tail, ybuf + r * NB + lane0, rem * sizeof(float));
                 }
