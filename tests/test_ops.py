@@ -532,6 +532,8 @@ NATIVE_EDGES = [
     (1, 260, 30, 5, 7),  # 35 = 32 + 3 pixels: the last 3 from a 16-pixel tile overlapping, two chunks
     (8, 1024, 13, 10, 10),  # weight rows 4 KiB apart: each block copied first; 13 = 12 + 1 rows
     (24, 2048, 5, 7, 7),  # the same over three 7 x 7 images per item, eight channel chunks
+    (16, 1024, 30, 7, 7),  # two 7 x 7 images side by side in a panel: tiles inside one, across, partial
+    (128, 1024, 20, 3, 3),  # sixteen 3 x 3 images per panel
 ]
 
 
@@ -627,8 +629,11 @@ def test_auto_uses_native_where_the_rule_says(monkeypatch):
         assert len(calls) == 1
         conv1x1(torch.randn(1, 1024, 7, 7), torch.randn(512, 1024, 1, 1))  # wide, few pixels: BLAS
         assert len(calls) == 1
+        batch = 8 * torch.get_num_threads()  # ...but in batches, side by side in panels: native
+        conv1x1(torch.randn(batch, 1024, 7, 7), torch.randn(64, 1024, 1, 1))
+        assert len(calls) == 2
         conv1x1(x.double(), torch.randn(20, 50, 1, 1, dtype=torch.float64))  # float64: BLAS
-        assert len(calls) == 1
+        assert len(calls) == 2
     finally:
         ops.set_backend(before)
 

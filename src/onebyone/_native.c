@@ -28,6 +28,7 @@
 #define GW_DOT_MAX_CHANNELS 100 /* grad_weight (NCHW) as dot products up to K + C channels (measured) */  /* most pixels per tile of the channels_last grad_weight */
 #define PFD 512          /* floats ahead that the forward kernel prefetches, per input row (measured) */
 #define FLOPS_PER_THREAD 4000000.0 /* below this a thread costs more than it saves */
+#define PANEL_SHARE 0.08 /* the forward's panels of small images, all threads', at most this share of x */
 
 typedef struct {
     const float *x; long xn, xc;  /* input: image stride, channel stride (pixels contiguous) */
@@ -38,6 +39,7 @@ typedef struct {
     int act;                      /* 0 none, 1 relu, 2 relu6 */
     long kc, nc, ng;              /* input channels per chunk, pixels per tile, images per group */
     int pack;                     /* copy each block of weights before use (else read in place) */
+    long panel;                   /* > 0: small images side by side in a panel this many floats wide */
     int failed;                   /* a thread could not get its staging buffer */
 } Fwd;
 
@@ -264,6 +266,13 @@ static int run_forward(Fwd *j, int threads)
      * copy (ResNet-50's 1024- and 2048-channel layers over 7 x 7 images at batch 32: 1.25x; on
      * small items, and on other strides, the copy costs more than it saves: measured) */
     long item_pixels = ng * (j->P < nc ? j->P : nc);
+    /* images under two micro-tiles wide (7 x 7, 3 x 3) go side by side through a panel, in groups
+     * of at least two, while the panels stay a small share of the input */
+    long width = (ng * j->P + isa.vl - 1) / isa.vl * isa.vl;
+    j->panel = j->P < 2 * nb && ng >= 2 && per_image == 1 &&
+                       (double)threads * j->kc * width <= PANEL_SHARE * (double)j->N * j->C * j->P
+                   ? width
+                   : 0;
     j->pack = j->wc == 1 && j->wk % 1024 == 0 && item_pixels >= 96;
     j->failed = 0;
     parallel(threads, (j->N + ng - 1) / ng * per_image, fwd_range, j);

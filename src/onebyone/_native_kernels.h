@@ -134,6 +134,86 @@ static inline void NAME(tile_cols)(int mr, int cols, const float *col, long cs, 
 }
 
 
+/* The weights of output block k0 (mr rows) over channels [c0, c0 + nck): where they lie, or copied
+ * into wpack as one stream (element (r, i) at wpack[i*mr + r]) when j->pack says so. */
+static inline const float *NAME(weight_block)(const Fwd *j, long k0, long c0, int mr, long nck, float *wpack,
+                                               long *rs, long *is)
+{
+    const float *wb = j->w + k0 * j->wk + c0 * j->wc;
+    if (!j->pack) {
+        *rs = j->wk, *is = j->wc;
+        return wb;
+    }
+    for (int r = 0; r < mr; r++)
+        for (long i = 0; i < nck; i++) wpack[i * mr + r] = wb[r * j->wk + i * j->wc];
+    *rs = 1, *is = mr;
+    return wpack;
+}
+
+/* Images of fewer than 2*NB pixels waste lanes when each is tiled on its own (7 x 7 = 49 pixels
+ * take 32 + 16 + 16 lanes). With j->panel set, the ng images of an item are copied, one channel
+ * chunk at a time, side by side into a panel (nck rows of j->panel floats, zero-padded to a
+ * vector), and the micro-tiles run along the panel; a tile that straddles images, or the panel's
+ * last partial one, goes through a buffer and is split on the way out. The copy is 1/K of the
+ * work. Returns -1 when it cannot get the panel. */
+static int NAME(fwd_panel_items)(const Fwd *j, long i0, long i1)
+{
+    float ybuf[MRMAX * NB] __attribute__((aligned(64)));
+    float wpack[MRMAX * KCMAX] __attribute__((aligned(64)));
+    long width = j->panel;
+    float *xp = (float *)aligned_alloc(64, (size_t)(j->kc * width * sizeof(float) + 63) / 64 * 64);
+    if (!xp) return -1;
+    memset(ybuf, 0, sizeof(ybuf)); /* lanes past a partial tile's end are computed, never stored */
+    for (long it = i0; it < i1; it++) {
+        long n0 = it * j->ng, n1 = n0 + j->ng < j->N ? n0 + j->ng : j->N, cols = (n1 - n0) * j->P;
+        for (long c0 = 0; c0 < j->C; c0 += j->kc) {
+            long nck = j->C - c0 < j->kc ? j->C - c0 : j->kc;
+            int first = c0 == 0, last = c0 + nck >= j->C;
+            for (long c = 0; c < nck; c++) {
+                float *row = xp + c * width;
+                for (long n = n0; n < n1; n++)
+                    memcpy(row + (n - n0) * j->P, j->x + n * j->xn + (c0 + c) * j->xc, j->P * sizeof(float));
+                memset(row + cols, 0, (width - cols) * sizeof(float));
+            }
+            for (long k0 = 0; k0 < j->K; k0 += MRMAX) {
+                int mr = (int)(j->K - k0 < MRMAX ? j->K - k0 : MRMAX);
+                long wrs, wis;
+                const float *wb = NAME(weight_block)(j, k0, c0, mr, nck, wpack, &wrs, &wis);
+                const float *b = j->bias ? j->bias + k0 : NULL;
+                for (long p = 0; p < cols; p += NB) {
+                    long w = cols - p < NB ? cols - p : NB;
+                    int nv = w > VL ? NV : 1;
+                    long img = p / j->P, q = p - img * j->P; /* the tile's first image and pixel */
+                    float *y0 = j->y + (n0 + img) * j->yn + k0 * j->yc + q;
+                    if (w == nv * VL && q + w <= j->P) { /* inside one image: in place */
+                        NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, y0, j->yc, first, last, b, 1, j->act);
+                        continue;
+                    }
+                    /* lanes [s, e) of the tile belong to image img at pixel q + ... : split */
+                    if (!first)
+                        for (long s = 0, n = img, qq = q; s < w; n++, qq = 0) {
+                            long e = s + (j->P - qq) < w ? s + (j->P - qq) : w;
+                            const float *src = j->y + (n0 + n) * j->yn + k0 * j->yc + qq;
+                            for (int r = 0; r < mr; r++)
+                                memcpy(ybuf + r * NB + s, src + r * j->yc, (e - s) * sizeof(float));
+                            s = e;
+                        }
+                    NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, ybuf, NB, first, last, b, 1, j->act);
+                    for (long s = 0, n = img, qq = q; s < w; n++, qq = 0) {
+                        long e = s + (j->P - qq) < w ? s + (j->P - qq) : w;
+                        float *dst = j->y + (n0 + n) * j->yn + k0 * j->yc + qq;
+                        for (int r = 0; r < mr; r++)
+                            memcpy(dst + r * j->yc, ybuf + r * NB + s, (e - s) * sizeof(float));
+                        s = e;
+                    }
+                }
+            }
+        }
+    }
+    free(xp);
+    return 0;
+}
+
 /* Work items are (group of ng images, pixel tile) pairs; this runs items [i0, i1). Small images go
  * by in groups so that a block of weights in L1 meets many pixels before the next block is read
  * (ResNet-50's 2048 x 7 x 7 layers read 4 MB of weights per image otherwise). Each tile runs as
@@ -144,6 +224,7 @@ static inline void NAME(tile_cols)(int mr, int cols, const float *col, long cs, 
  * a zero-padded buffer of kc x VL floats. Returns -1 when it cannot get that buffer. */
 static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
 {
+    if (j->panel) return NAME(fwd_panel_items)(j, i0, i1);
     float ybuf[MRMAX * NB] __attribute__((aligned(64)));
     float wpack[MRMAX * KCMAX] __attribute__((aligned(64)));
     float *xbuf = NULL;
@@ -162,13 +243,8 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
             int first = c0 == 0, last = c0 + nck >= j->C;
             for (long k0 = 0; k0 < j->K; k0 += MRMAX) {
                 int mr = (int)(j->K - k0 < MRMAX ? j->K - k0 : MRMAX);
-                const float *wb = j->w + k0 * j->wk + c0 * j->wc;
-                long wrs = j->wk, wis = j->wc;
-                if (j->pack) { /* mr x nck weights, element (r, i) at wpack[i*mr + r]: one stream */
-                    for (int r = 0; r < mr; r++)
-                        for (long i = 0; i < nck; i++) wpack[i * mr + r] = wb[r * j->wk + i * j->wc];
-                    wb = wpack, wrs = 1, wis = mr;
-                }
+                long wrs, wis;
+                const float *wb = NAME(weight_block)(j, k0, c0, mr, nck, wpack, &wrs, &wis);
                 const float *b = j->bias ? j->bias + k0 : NULL;
                 for (long n = n0; n < n1; n++) {
                     const float *xi = j->x + n * j->xn + c0 * j->xc;

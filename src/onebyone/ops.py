@@ -369,7 +369,10 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
         return True
     large = pixels >= _NATIVE_LARGE_PIXELS and c * k <= _NATIVE_LARGE_MAX_WEIGHTS
     if pass_ == "forward":  # c: the channels summed over, k: the outputs
-        return large or (pixels >= 49 and c <= _NATIVE_FWD_MAX_SUM and k >= _NATIVE_FWD_MIN_OUT)
+        # images under 64 pixels in batches that give each thread groups of them: the kernels put
+        # a group's pixels side by side, where MKL tiles each 7 x 7 image on its own
+        panels = pixels < 64 and n >= 8 * torch.get_num_threads()
+        return large or panels or (pixels >= 49 and c <= _NATIVE_FWD_MAX_SUM and k >= _NATIVE_FWD_MIN_OUT)
     if pass_ == "grad_input":
         return (
             large
