@@ -48,7 +48,8 @@ def _runners(shape: Shape, cl: bool, seed: int = 0) -> dict[str, dict[str, Calla
 
     out = {
         "forward": {"native": forward(native_mm), "blas": forward(ops._mm_torch)},
-        "grad_input": {"native": grad_input(native_mm), "blas": grad_input(ops._mm_torch)},
+        "grad_input": {"native": grad_input(ops._mm_native_cl if cl else ops._mm_native_gx),
+                       "blas": grad_input(ops._mm_torch)},
     }
     if st == (1, 1):  # the native grad_weight takes unit strides only
         out["grad_weight"] = {

@@ -40,6 +40,7 @@ typedef struct {
     long kc, nc, ng;              /* input channels per chunk, pixels per tile, images per group */
     int pack;                     /* copy each block of weights before use (else read in place) */
     long panel;                   /* > 0: small images side by side in a panel this many floats wide */
+    double base;                  /* floats of the op's input, which bounds the panels' memory */
     int failed;                   /* a thread could not get its staging buffer */
 } Fwd;
 
@@ -270,7 +271,7 @@ static int run_forward(Fwd *j, int threads)
      * of at least two, while the panels stay a small share of the input */
     long width = (ng * j->P + isa.vl - 1) / isa.vl * isa.vl;
     j->panel = j->P < 2 * nb && ng >= 2 && per_image == 1 &&
-                       (double)threads * j->kc * width <= PANEL_SHARE * (double)j->N * j->C * j->P
+                       (double)threads * j->kc * width <= PANEL_SHARE * j->base
                    ? width
                    : 0;
     j->pack = j->wc == 1 && j->wk % 1024 == 0 && item_pixels >= 96;
@@ -387,17 +388,18 @@ static void *as_ptr(Py_ssize_t v) { return (void *)(uintptr_t)v; }
 
 static PyObject *py_forward(PyObject *self, PyObject *args)
 {
-    Py_ssize_t x, xn, xc, y, yn, yc, w, wk, wc, bias, N, C, K, P;
+    Py_ssize_t x, xn, xc, y, yn, yc, w, wk, wc, bias, N, C, K, P, base = 0;
     int act, threads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnnnnii", &x, &xn, &xc, &y, &yn, &yc, &w, &wk, &wc, &bias, &N,
-                          &C, &K, &P, &act, &threads))
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnnnnii|n", &x, &xn, &xc, &y, &yn, &yc, &w, &wk, &wc, &bias, &N,
+                          &C, &K, &P, &act, &threads, &base))
         return NULL;
     if (N < 0 || C < 1 || K < 0 || P < 0 || act < 0 || act > 2) {
         PyErr_Format(PyExc_ValueError, "forward: bad sizes N=%zd C=%zd K=%zd P=%zd act=%d", N, C, K, P, act);
         return NULL;
     }
     Fwd j = {as_ptr(x), xn, xc, as_ptr(y), yn, yc, as_ptr(w), wk, wc, as_ptr(bias), N, C, K, P, act, 0, 0, 0, 0};
+    j.base = base > 0 ? (double)base : (double)N * C * P;
     int rc = 0;
     if (N > 0 && K > 0 && P > 0) {
         Py_BEGIN_ALLOW_THREADS

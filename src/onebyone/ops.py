@@ -205,8 +205,11 @@ def _mm_numpy(a: Tensor, b: Tensor, out: Tensor) -> None:
     np.matmul(a.detach().numpy(), b.detach().numpy(), out=out.detach().numpy())
 
 
-def _mm_native(a: Tensor, b: Tensor, out: Tensor) -> None:
-    """out = a @ b on onebyone's own kernel: a (M x K) any strides, b and out with contiguous rows."""
+def _mm_native(a: Tensor, b: Tensor, out: Tensor, *, scratch_of_out: bool = False) -> None:
+    """out = a @ b on onebyone's own kernel: a (M x K) any strides, b and out with contiguous rows.
+
+    The kernel's scratch is bounded by a share of b's size (the op's input, in a forward), or of
+    out's with ``scratch_of_out`` (grad_input, whose op input is as big as out)."""
     if b.dim() == 2:
         b, out = b.unsqueeze(0), out.unsqueeze(0)
     if b.stride(-1) != 1 or out.stride(-1) != 1 or a.dim() != 2 or not _native_dtype_ok(b):
@@ -217,7 +220,13 @@ def _mm_native(a: Tensor, b: Tensor, out: Tensor) -> None:
         out.data_ptr(), out.stride(0), out.stride(1),
         a.data_ptr(), a.stride(0), a.stride(1), 0,
         b.shape[0], b.shape[1], a.shape[0], b.shape[2], 0, torch.get_num_threads(),
+        out.numel() if scratch_of_out else 0,
     )  # fmt: skip
+
+
+def _mm_native_gx(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """_mm_native for grad_input: out = W^T @ grad_y, the scratch bounded by out's size."""
+    _mm_native(a, b, out, scratch_of_out=True)
 
 
 #: The libraries conv1x1 can run on: "auto" picks among them per shape; the others force one.
@@ -877,7 +886,7 @@ def _grad_input(
     k, cg = w.shape
     shape = tuple(x.shape)
     if _use_native("grad_input", grad, k // groups, cg, channels_last):
-        return _grad_input_gemm(_mm_native, grad, w, shape, stride, groups, False)
+        return _grad_input_gemm(_mm_native_gx, grad, w, shape, stride, groups, False)
     cands = _gemm_candidates(
         grad, lambda mm: _grad_input_gemm(mm, grad, w, shape, stride, groups, channels_last)
     )
