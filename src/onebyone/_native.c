@@ -531,8 +531,9 @@ static PyObject *py_isa(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS,
-     "forward(x, xn, xc, y, yn, yc, w, wk, wc, bias, N, C, K, P, act, threads): "
-     "y[n,k,p] = act(sum_c w[k,c] x[n,c,p] + bias[k]) on float32 data pointers and element strides."},
+     "forward(x, xn, xc, y, yn, yc, w, wk, wc, bias, N, C, K, P, act, threads, base=0): "
+     "y[n,k,p] = act(sum_c w[k,c] x[n,c,p] + bias[k]) on float32 data pointers and element strides; "
+     "scratch at most a share of base floats (default N*C*P, x's size)."},
     {"grad_weight", py_grad_weight, METH_VARARGS,
      "grad_weight(g, gn, gc, x, xn, xc, out, ok, N, K, C, P, accumulate, threads, method=-1): "
      "out[k,c] (+)= sum over n, p of g[n,k,p] x[n,c,p]; method 0 dot products, 1 outer products, "

@@ -1,6 +1,6 @@
 def forward(
     x: int, xn: int, xc: int, y: int, yn: int, yc: int, w: int, wk: int, wc: int, bias: int,
-    n: int, c: int, k: int, p: int, act: int, threads: int, /,
+    n: int, c: int, k: int, p: int, act: int, threads: int, base: int = 0, /,
 ) -> None: ...
 def grad_weight(
     g: int, gn: int, gc: int, x: int, xn: int, xc: int, out: int, ok: int,
