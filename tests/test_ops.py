@@ -534,6 +534,7 @@ NATIVE_EDGES = [
     (24, 2048, 5, 7, 7),  # the same over three 7 x 7 images per item, eight channel chunks
     (16, 1024, 30, 7, 7),  # two 7 x 7 images side by side in a panel: tiles inside one, across, partial
     (128, 1024, 20, 3, 3),  # sixteen 3 x 3 images per panel
+    (1, 600, 100, 16, 16),  # channels_last: W^T over its copy budget, packed a block at a time
 ]
 
 

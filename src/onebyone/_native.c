@@ -25,6 +25,8 @@
 #define MAX_THREADS 256
 #define GW_OUTER_BYTES 131072L /* the transposed tile of x in grad_weight's outer-product form */
 #define CL_GW_TILE 512
+#define CL_WORKSPACE_MAX_C 2048 /* channels_last forward by column blocks: a block is C x 32 floats */
+#define CL_COLUMNS_MAX_INPUT 131072.0 /* ... and chosen for inputs up to this many floats (L2) */
 #define GW_DOT_MAX_CHANNELS 100 /* grad_weight (NCHW) as dot products up to K + C channels (measured) */  /* most pixels per tile of the channels_last grad_weight */
 #define PFD 512          /* floats ahead that the forward kernel prefetches, per input row (measured) */
 #define FLOPS_PER_THREAD 4000000.0 /* below this a thread costs more than it saves */
@@ -64,6 +66,8 @@ typedef struct {
     int act;
     const float *wp, *bp;         /* packed column operand and bias */
     long tile;                    /* pixels per work item */
+    int by_columns;               /* items are column blocks, packed one at a time (else pixel tiles) */
+    int failed;                   /* a thread could not get its workspace */
 } Cl;
 
 typedef struct {
@@ -145,6 +149,29 @@ static int threads_for(double flops, int threads)
     return threads;
 }
 
+/* ------------------------------------------------------------------------- workspace */
+
+/* A thread's own scratch, kept between calls as BLAS libraries keep their packing buffers (it does
+ * not grow with the problem: at most CL_WORKSPACE_MAX_C x 32 floats, 256 KiB), freed when the
+ * thread ends. NULL when there is no memory. */
+static pthread_key_t ws_key;
+static pthread_once_t ws_once = PTHREAD_ONCE_INIT;
+static void ws_free(void *p) { free(p); }
+static void ws_init(void) { (void)pthread_key_create(&ws_key, ws_free); }
+
+static float *workspace(size_t floats)
+{
+    (void)pthread_once(&ws_once, ws_init);
+    float *ws = (float *)pthread_getspecific(ws_key); /* ws[0..15]: the capacity, then the data */
+    if (ws && *(size_t *)ws >= floats) return ws + 16;
+    free(ws);
+    ws = (float *)aligned_alloc(64, (16 + floats) * sizeof(float) / 64 * 64 + 64);
+    (void)pthread_setspecific(ws_key, ws);
+    if (!ws) return NULL;
+    *(size_t *)ws = floats;
+    return ws + 16;
+}
+
 /* ------------------------------------------------------------------- the kernels, per ISA */
 
 #define CAT_(a, b) a##_##b
@@ -188,7 +215,7 @@ typedef struct {
     void (*gw_rect)(const Gw *, long, long, long, long);
     int (*gw_outer)(const Gw *, long, long, long, long);
     void (*cl_pack)(const Cl *, float *, float *);
-    void (*cl_fwd_items)(const Cl *, long, long);
+    int (*cl_fwd_items)(const Cl *, long, long);
     void (*cl_gw_blocks)(const ClGw *, long, long);
 } Isa;
 
@@ -342,11 +369,29 @@ static void run_grad_weight(Gw *j, int threads, int method)
     parallel(threads, j->along_k ? kblocks : cblocks, gw_range, j);
 }
 
-static void cl_fwd_range(const void *ctx, long i0, long i1) { isa.cl_fwd_items((const Cl *)ctx, i0, i1); }
+static void cl_fwd_range(const void *ctx, long i0, long i1)
+{
+    Cl *j = (Cl *)ctx;
+    if (isa.cl_fwd_items(j, i0, i1)) j->failed = 1;
+}
 
-static int run_forward_cl(Cl *j, int threads)
+/* budget: the most floats a packed copy of the whole column operand may take (<= 0: no limit) */
+static int run_forward_cl(Cl *j, int threads, double budget)
 {
     long nb = 2L * isa.vl, blocks = (j->K + nb - 1) / nb;
+    threads = threads_for(2.0 * j->P * j->C * j->K, threads);
+    /* small inputs (in L2) with many output columns go column block by column block: each thread
+     * reads its share of W^T once instead of all of it per pixel tile (measured); so does anything
+     * whose whole packed W^T would be over the budget */
+    double whole = (double)blocks * nb * j->C;
+    j->by_columns = j->C <= CL_WORKSPACE_MAX_C &&
+                    ((blocks >= 2L * threads && (double)j->P * j->C <= CL_COLUMNS_MAX_INPUT) ||
+                     (budget > 0 && whole > budget));
+    j->failed = 0;
+    if (j->by_columns) {
+        parallel(threads, blocks, cl_fwd_range, j);
+        return j->failed ? -1 : 0;
+    }
     float *wp = (float *)malloc((size_t)(blocks * nb * (j->C > 0 ? j->C : 1) + blocks * nb) * sizeof(float));
     if (!wp) return -1;
     float *bp = j->bias ? wp + blocks * nb * j->C : NULL;
@@ -357,7 +402,6 @@ static int run_forward_cl(Cl *j, int threads)
     long tile = TILE_BYTES / (long)sizeof(float) / (j->C > 0 ? j->C : 1) / isa.mrmax * isa.mrmax;
     if (tile < isa.mrmax) tile = isa.mrmax;
     if (tile > 16L * isa.mrmax) tile = 16L * isa.mrmax;
-    threads = threads_for(2.0 * j->P * j->C * j->K, threads);
     long items = (j->P + tile - 1) / tile;
     if (items < 4L * threads) { /* too few tiles to share: smaller ones */
         long smaller = ((j->P + 4L * threads - 1) / (4L * threads) + isa.mrmax - 1) / isa.mrmax * isa.mrmax;
@@ -367,7 +411,7 @@ static int run_forward_cl(Cl *j, int threads)
     j->tile = tile;
     parallel(threads, items, cl_fwd_range, j);
     free(wp);
-    return 0;
+    return j->failed ? -1 : 0;
 }
 
 static void cl_gw_range(const void *ctx, long i0, long i1) { isa.cl_gw_blocks((const ClGw *)ctx, i0, i1); }
@@ -433,21 +477,21 @@ static PyObject *py_grad_weight(PyObject *self, PyObject *args)
 
 static PyObject *py_forward_cl(PyObject *self, PyObject *args)
 {
-    Py_ssize_t x, xp, y, yp, w, si, sj, bias, P, C, K;
+    Py_ssize_t x, xp, y, yp, w, si, sj, bias, P, C, K, budget = 0;
     int act, threads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii", &x, &xp, &y, &yp, &w, &si, &sj, &bias, &P, &C, &K, &act,
-                          &threads))
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii|n", &x, &xp, &y, &yp, &w, &si, &sj, &bias, &P, &C, &K, &act,
+                          &threads, &budget))
         return NULL;
     if (P < 0 || C < 1 || K < 0 || act < 0 || act > 2) {
         PyErr_Format(PyExc_ValueError, "forward_cl: bad sizes P=%zd C=%zd K=%zd act=%d", P, C, K, act);
         return NULL;
     }
-    Cl j = {as_ptr(x), xp, as_ptr(y), yp, as_ptr(w), si, sj, as_ptr(bias), P, C, K, act, NULL, NULL, 0};
+    Cl j = {as_ptr(x), xp, as_ptr(y), yp, as_ptr(w), si, sj, as_ptr(bias), P, C, K, act, NULL, NULL, 0, 0, 0};
     int rc = 0;
     if (P > 0 && K > 0) {
         Py_BEGIN_ALLOW_THREADS
-        rc = run_forward_cl(&j, threads);
+        rc = run_forward_cl(&j, threads, (double)budget);
         Py_END_ALLOW_THREADS
     }
     if (rc) return PyErr_NoMemory();
@@ -539,8 +583,9 @@ static PyMethodDef methods[] = {
      "out[k,c] (+)= sum over n, p of g[n,k,p] x[n,c,p]; method 0 dot products, 1 outer products, "
      "2 outer products transposing the narrower operand, -1 the measured choice."},
     {"forward_cl", py_forward_cl, METH_VARARGS,
-     "forward_cl(x, xp, y, yp, w, si, sj, bias, P, C, K, act, threads): channels_last "
-     "y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + j*sj."},
+     "forward_cl(x, xp, y, yp, w, si, sj, bias, P, C, K, act, threads, budget=0): channels_last "
+     "y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + j*sj; a packed copy of "
+     "the whole of w only within budget floats (0: no limit), else block by block."},
     {"grad_weight_cl", py_grad_weight_cl, METH_VARARGS,
      "grad_weight_cl(g, gp, x, xp, out, ok, P, K, C, accumulate, threads): channels_last "
      "out[k,c] (+)= sum over p of g[p,k] x[p,c]."},

@@ -376,37 +376,59 @@ static void NAME(gw_rect)(const Gw *j, long k0, long k1, long c0, long c1)
  * column operand must have NB readable columns: packed, or staged at the edge.
  */
 
-/* Packs the column operand of a channels_last product (R x COLS, element (i, j) at w + i*si + j*sj)
- * into blocks of NB columns, zero-padded: block b holds wp[b*R*NB + i*NB + l] = w(i, b*NB + l); and
- * the bias likewise (bp[b*NB + l]). */
+/* Packs block b (NB columns, zero-padded) of the column operand of a channels_last product (R x
+ * COLS, element (i, j) at w + i*si + j*sj): dst[i*NB + l] = w(i, b*NB + l); and the bias likewise
+ * (bdst[l], when there is a bias). */
+static void NAME(cl_pack_block)(const Cl *j, long b, float *dst, float *bdst)
+{
+    if (j->si == 1) { /* W^T of a row-major W: read along W's rows (a strided read is ~5x slower) */
+        for (long l = 0; l < NB; l++) {
+            long col = b * NB + l;
+            if (col < j->K)
+                for (long i = 0; i < j->C; i++) dst[i * NB + l] = j->w[col * j->sj + i];
+            else
+                for (long i = 0; i < j->C; i++) dst[i * NB + l] = 0.0f;
+        }
+    } else {
+        for (long i = 0; i < j->C; i++)
+            for (long l = 0; l < NB; l++) {
+                long col = b * NB + l;
+                dst[i * NB + l] = col < j->K ? j->w[i * j->si + col * j->sj] : 0.0f;
+            }
+    }
+    if (j->bias && bdst)
+        for (long l = 0; l < NB; l++) bdst[l] = b * NB + l < j->K ? j->bias[b * NB + l] : 0.0f;
+}
+
+/* The whole column operand in blocks of NB columns: block b at wp + b*C*NB, its bias at bp + b*NB. */
 static void NAME(cl_pack)(const Cl *j, float *wp, float *bp)
 {
     long blocks = (j->K + NB - 1) / NB;
-    if (j->si == 1) { /* W^T of a row-major W: read along W's rows (a strided read is ~5x slower) */
-        for (long b = 0; b < blocks; b++)
-            for (long l = 0; l < NB; l++) {
-                long col = b * NB + l;
-                float *dst = wp + b * j->C * NB + l;
-                if (col < j->K)
-                    for (long i = 0; i < j->C; i++) dst[i * NB] = j->w[col * j->sj + i];
-                else
-                    for (long i = 0; i < j->C; i++) dst[i * NB] = 0.0f;
-            }
-    } else {
-        for (long b = 0; b < blocks; b++)
-            for (long i = 0; i < j->C; i++)
-                for (long l = 0; l < NB; l++) {
-                    long col = b * NB + l;
-                    wp[(b * j->C + i) * NB + l] = col < j->K ? j->w[i * j->si + col * j->sj] : 0.0f;
-                }
-    }
-    if (bp)
-        for (long l = 0; l < blocks * NB; l++) bp[l] = l < j->K ? j->bias[l] : 0.0f;
+    for (long b = 0; b < blocks; b++) NAME(cl_pack_block)(j, b, wp + b * j->C * NB, bp ? bp + b * NB : NULL);
 }
 
-/* y[p, :] = act(x[p, :] @ Wt + bias) for pixels [p0, p1) of tiles [i0, i1): C in, K out. */
-static void NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
+/* y[p, :] = act(x[p, :] @ Wt + bias), C in, K out. Items are tiles of j->tile pixels over every
+ * column block of the packed operand; or, with j->by_columns, column blocks over every pixel, each
+ * block packed into this thread's workspace first (small images with many outputs: every thread
+ * reading all of W^T once per pixel tile made them memory-bound). Returns -1 when it cannot get
+ * the workspace. */
+static int NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
 {
+    if (j->by_columns) {
+        float *ws = workspace((size_t)j->C * NB);
+        float bb[NB] __attribute__((aligned(64)));
+        if (!ws) return -1;
+        for (long b = i0; b < i1; b++) {
+            int cols = (int)(j->K - b * NB < NB ? j->K - b * NB : NB);
+            NAME(cl_pack_block)(j, b, ws, bb);
+            for (long p = 0; p < j->P; p += MRMAX) {
+                int mr = (int)(j->P - p < MRMAX ? j->P - p : MRMAX);
+                NAME(tile_cols)(mr, cols, ws, NB, j->x + p * j->xp, j->xp, 1, j->C, j->y + p * j->yp + b * NB,
+                                j->yp, 1, 1, j->bias ? bb : NULL, 0, j->act);
+            }
+        }
+        return 0;
+    }
     long blocks = (j->K + NB - 1) / NB;
     for (long it = i0; it < i1; it++) {
         long p0 = it * j->tile, p1 = p0 + j->tile < j->P ? p0 + j->tile : j->P;
@@ -420,6 +442,7 @@ static void NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
             }
         }
     }
+    return 0;
 }
 
 /* out[k, c] (+)= sum over pixels p of g[p, k] * x[p, c], for the blocks [b0, b1) of mr x NB outputs

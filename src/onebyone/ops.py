@@ -607,14 +607,19 @@ def _native_cl_ok(t: Tensor) -> bool:
     return _native_dtype_ok(t) and _policy in ("auto", "native")
 
 
-# The channels_last kernel packs W^T into blocks of 32 columns (one group at a time): offered for a
-# forward pass while that copy stays within the same 9% of the input as oneDNN's weight reorder.
+# The channels_last kernel packs W^T into blocks of 32 columns (one group at a time), all of them
+# at once while that copy stays within the same 9% of the input as oneDNN's weight reorder.
 _NATIVE_CL_PACK_SHARE = _ONEDNN_WEIGHT_SHARE
+
+
+# Beyond that the kernel packs W^T block by block into a workspace of its own (up to 2048 input
+# channels: 32 columns x C floats per thread, kept between calls, as BLAS keeps its buffers).
+_NATIVE_CL_WORKSPACE_MAX_C = 2048
 
 
 def _native_cl_packing_ok(x: Tensor, w: Tensor, groups: int) -> bool:
     kg, cg = w.shape[0] // groups, w.shape[1]
-    return -(-kg // 32) * 32 * cg <= _NATIVE_CL_PACK_SHARE * x.numel()
+    return cg <= _NATIVE_CL_WORKSPACE_MAX_C or -(-kg // 32) * 32 * cg <= _NATIVE_CL_PACK_SHARE * x.numel()
 
 
 def _mm_native_cl(a: Tensor, b: Tensor, out: Tensor) -> None:
@@ -626,6 +631,7 @@ def _mm_native_cl(a: Tensor, b: Tensor, out: Tensor) -> None:
         a.data_ptr(), a.stride(0), out.data_ptr(), out.stride(0),
         b.data_ptr(), b.stride(0), b.stride(1), 0,
         a.shape[0], a.shape[1], b.shape[1], 0, torch.get_num_threads(),
+        max(1, int(_NATIVE_CL_PACK_SHARE * min(a.numel(), out.numel()))),  # the op's input: a's or out's size
     )  # fmt: skip
 
 
