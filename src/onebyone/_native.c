@@ -293,14 +293,23 @@ static int run_forward(Fwd *j, int threads)
      * block's rows: such blocks are copied into one stream first, where enough pixels share each
      * copy (ResNet-50's 1024- and 2048-channel layers over 7 x 7 images at batch 32: 1.25x; on
      * small items, and on other strides, the copy costs more than it saves: measured) */
-    long item_pixels = ng * (j->P < nc ? j->P : nc);
     /* images under two micro-tiles wide (7 x 7, 3 x 3) go side by side through a panel, in groups
-     * of at least two, while the panels stay a small share of the input */
-    long width = (ng * j->P + isa.vl - 1) / isa.vl * isa.vl;
-    j->panel = j->P < 2 * nb && ng >= 2 && per_image == 1 &&
-                       (double)threads * j->kc * width <= PANEL_SHARE * j->base
-                   ? width
-                   : 0;
+     * of at least two, while the panels stay a small share of the input; the group size is the one
+     * that leaves the fewest idle lanes and threads (7 x 7 at batch 32 on 2 threads: groups of 4,
+     * 8 rounds of 208 lanes, where groups of 3 took 6 of 160 on one thread and 5 on the other) */
+    long width = 0;
+    if (j->P < 2 * nb && per_image == 1 && j->N >= 2) {
+        double best = 0;
+        for (long g = 2; g <= j->N && g * j->P <= 2 * budget; g++) {
+            long w = (g * j->P + isa.vl - 1) / isa.vl * isa.vl;
+            if ((double)threads * j->kc * w > PANEL_SHARE * j->base) break;
+            double cost = (double)(((j->N + g - 1) / g + threads - 1) / threads) * w;
+            if (width == 0 || cost < best) best = cost, width = w, ng = g;
+        }
+    }
+    j->panel = width;
+    j->ng = ng;
+    long item_pixels = ng * (j->P < nc ? j->P : nc);
     j->pack = j->wc == 1 && j->wk % 1024 == 0 && item_pixels >= 96;
     j->failed = 0;
     parallel(threads, (j->N + ng - 1) / ng * per_image, fwd_range, j);
