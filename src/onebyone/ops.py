@@ -230,7 +230,7 @@ def _mm_native_gx(a: Tensor, b: Tensor, out: Tensor) -> None:
 
 
 #: The libraries conv1x1 can run on: "auto" picks among them per shape; the others force one.
-BACKENDS = ("auto", "torch", "numpy", "onednn", "native")
+BACKENDS = ("auto", "rule", "torch", "numpy", "onednn", "native")
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # oneDNN often reorders the weights into its own blocked layout first, a copy as big as the
@@ -251,12 +251,14 @@ def set_backend(name: str = "auto") -> str:
     images: see ``docs/op.md``); for channels_last it times the candidates that apply (PyTorch's
     BLAS; the native kernels for float32; oneDNN for float32/bfloat16 when its copy of the weights
     fits) on the first call of each shape and keeps the fastest; everything else runs on PyTorch's
-    BLAS. ``"torch"``, ``"numpy"``, ``"onednn"`` or ``"native"`` force one wherever it applies
-    (NumPy: float32 and float64, never chosen by ``"auto"``: its threads and PyTorch's fight over
-    the cores after every switch; oneDNN: channels_last float32/bfloat16 with weights at most 9% of
-    the input's size; native: float32 on the CPU when the kernels were built, see
-    :func:`native_isa`), with PyTorch's BLAS everywhere else. CUDA tensors always run on PyTorch's
-    own kernels.
+    BLAS. ``"rule"`` is ``"auto"`` without the timing: NCHW float32 on the same rule, everything
+    else on PyTorch's BLAS, so that two runs on one machine with one thread count compute the same
+    bits (training uses it). ``"torch"``, ``"numpy"``, ``"onednn"`` or ``"native"`` force one
+    wherever it applies (NumPy: float32 and float64, never chosen by ``"auto"``: its threads and
+    PyTorch's fight over the cores after every switch; oneDNN: channels_last float32/bfloat16 with
+    weights at most 9% of the input's size; native: float32 on the CPU when the kernels were
+    built, see :func:`native_isa`), with PyTorch's BLAS everywhere else. CUDA tensors always run
+    on PyTorch's own kernels.
     """
     global _policy
     if name not in BACKENDS:
@@ -368,7 +370,7 @@ _NATIVE_MIN_BATCH = 8  # "on batches": measured at 32
 
 def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bool) -> bool:
     """Whether this NCHW pass runs on the direct kernels: c inputs and k outputs per group."""
-    if channels_last or not _native_dtype_ok(x_or_grad) or _policy not in ("auto", "native"):
+    if channels_last or not _native_dtype_ok(x_or_grad) or _policy not in ("auto", "rule", "native"):
         return False
     if _policy == "native":
         return True

@@ -438,16 +438,17 @@ def _tensors(dataset: Dataset, subset: int | None) -> tuple[Tensor, Tensor, Tens
 
 @contextlib.contextmanager
 def _pinned(threads: int) -> Iterator[None]:
-    """Run with ``threads`` CPU threads and conv1x1 on PyTorch's kernels; restore both after.
+    """Run with ``threads`` CPU threads and conv1x1 on its untimed rule; restore both after.
 
-    conv1x1's default picks a library per shape by timing them on first sight, so two runs (or
-    a run and its resumption) could pick differently and differ in the last bits. Pinning the
-    library and the thread count makes the same seed give the same weights, and a re-scoring
-    the same numbers.
+    conv1x1's default times the libraries for channels_last shapes on first sight, so two runs (or
+    a run and its resumption) could pick differently and differ in the last bits. Its "rule"
+    backend picks by shape alone (NCHW float32 on onebyone's kernels where the rule says, the rest
+    on PyTorch's BLAS): with the thread count pinned too, the same seed gives the same weights,
+    and a re-scoring the same numbers.
     """
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    backend_before = set_backend("torch")
+    backend_before = set_backend("rule")
     try:
         yield
     finally:
