@@ -692,11 +692,17 @@ def test_native_grad_weight_in_every_form(n, c, k, p, method, accumulate):
 
 @pytest.fixture
 def fresh_pool():
-    """A pool with its default cap and no freed blocks, whatever the tests before left in it."""
+    """A pool with its default cap and no freed blocks, whatever the tests before left in it; on
+    the untimed "rule" backend, so that no timing run frees outputs of its own in between."""
+    import gc
+
+    gc.collect()  # tensors in reference cycles left by earlier tests: freed now, not mid-test
+    backend = ops.set_backend("rule")
     before = ops.set_output_pool(0)  # gives back every freed block
     ops.set_output_pool(before)
     yield ops._pool
     ops.set_output_pool(before)
+    ops.set_backend(backend)
 
 
 # 1 x 64 x 64 x 64 -> 128: a 2 MiB output, over the pool's 1 MiB threshold

@@ -68,7 +68,16 @@ typedef struct {
     long tile;                    /* pixels per work item */
     int by_columns;               /* items are column blocks, packed one at a time (else pixel tiles) */
     int failed;                   /* a thread could not get its workspace */
+    long wo, ho, xw, xh, xn;      /* the pixels as rows of wo, ho rows per image: output pixel p reads
+                                   * x + (p/wo/ho)*xn + (p/wo%ho)*xh + (p%wo)*xw (a strided input) */
 } Cl;
+
+/* The input row of output pixel p of a channels_last product; micro-tiles never cross a row. */
+static inline const float *cl_x_at(const Cl *j, long p)
+{
+    long r = p / j->wo;
+    return j->x + (r / j->ho) * j->xn + (r % j->ho) * j->xh + (p - r * j->wo) * j->xw;
+}
 
 typedef struct {
     const float *g; long gp;      /* channels_last grad of the output: pixel stride */
@@ -486,17 +495,24 @@ static PyObject *py_grad_weight(PyObject *self, PyObject *args)
 
 static PyObject *py_forward_cl(PyObject *self, PyObject *args)
 {
-    Py_ssize_t x, xp, y, yp, w, si, sj, bias, P, C, K, budget = 0;
+    Py_ssize_t x, xp, y, yp, w, si, sj, bias, P, C, K, budget = 0, wo = 0, ho = 1, xw = 0, xh = 0, xn = 0;
     int act, threads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii|n", &x, &xp, &y, &yp, &w, &si, &sj, &bias, &P, &C, &K, &act,
-                          &threads, &budget))
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii|nnnnnn", &x, &xp, &y, &yp, &w, &si, &sj, &bias, &P, &C, &K, &act,
+                          &threads, &budget, &wo, &ho, &xw, &xh, &xn))
         return NULL;
+    if (wo <= 0) wo = P > 0 ? P : 1, ho = 1, xw = xp, xh = 0, xn = 0; /* one row: every pixel xp apart */
+    if (ho < 1 || P % wo || (P / wo) % ho) {
+        PyErr_Format(PyExc_ValueError, "forward_cl: P=%zd pixels are not whole rows of %zd, %zd per image", P,
+                     wo, ho);
+        return NULL;
+    }
     if (P < 0 || C < 1 || K < 0 || act < 0 || act > 2) {
         PyErr_Format(PyExc_ValueError, "forward_cl: bad sizes P=%zd C=%zd K=%zd act=%d", P, C, K, act);
         return NULL;
     }
-    Cl j = {as_ptr(x), xp, as_ptr(y), yp, as_ptr(w), si, sj, as_ptr(bias), P, C, K, act, NULL, NULL, 0, 0, 0};
+    Cl j = {as_ptr(x), xp, as_ptr(y), yp, as_ptr(w), si, sj, as_ptr(bias), P, C, K, act, NULL, NULL, 0, 0, 0,
+            wo, ho, xw, xh, xn};
     int rc = 0;
     if (P > 0 && K > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -592,9 +608,11 @@ static PyMethodDef methods[] = {
      "out[k,c] (+)= sum over n, p of g[n,k,p] x[n,c,p]; method 0 dot products, 1 outer products, "
      "2 outer products transposing the narrower operand, -1 the measured choice."},
     {"forward_cl", py_forward_cl, METH_VARARGS,
-     "forward_cl(x, xp, y, yp, w, si, sj, bias, P, C, K, act, threads, budget=0): channels_last "
-     "y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + j*sj; a packed copy of "
-     "the whole of w only within budget floats (0: no limit), else block by block."},
+     "forward_cl(x, xp, y, yp, w, si, sj, bias, P, C, K, act, threads, budget=0, wo=0, ho=1, xw=0, xh=0, "
+     "xn=0): channels_last y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + j*sj; a "
+     "packed copy of the whole of w only within budget floats (0: no limit), else block by block; with "
+     "wo > 0 the pixels are rows of wo, ho per image, pixel p at x + (p/wo/ho)*xn + (p/wo%ho)*xh + "
+     "(p%wo)*xw (a strided input)."},
     {"grad_weight_cl", py_grad_weight_cl, METH_VARARGS,
      "grad_weight_cl(g, gp, x, xp, out, ok, P, K, C, accumulate, threads): channels_last "
      "out[k,c] (+)= sum over p of g[p,k] x[p,c]."},

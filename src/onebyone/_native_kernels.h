@@ -421,10 +421,11 @@ static int NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
         for (long b = i0; b < i1; b++) {
             int cols = (int)(j->K - b * NB < NB ? j->K - b * NB : NB);
             NAME(cl_pack_block)(j, b, ws, bb);
-            for (long p = 0; p < j->P; p += MRMAX) {
-                int mr = (int)(j->P - p < MRMAX ? j->P - p : MRMAX);
-                NAME(tile_cols)(mr, cols, ws, NB, j->x + p * j->xp, j->xp, 1, j->C, j->y + p * j->yp + b * NB,
-                                j->yp, 1, 1, j->bias ? bb : NULL, 0, j->act);
+            for (long p = 0, next; p < j->P; p = next) {
+                long row_end = (p / j->wo + 1) * j->wo;
+                next = p + MRMAX < row_end ? p + MRMAX : row_end;
+                NAME(tile_cols)((int)(next - p), cols, ws, NB, cl_x_at(j, p), j->xw, 1, j->C,
+                                j->y + p * j->yp + b * NB, j->yp, 1, 1, j->bias ? bb : NULL, 0, j->act);
             }
         }
         return 0;
@@ -435,10 +436,12 @@ static int NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
         for (long b = 0; b < blocks; b++) {
             int cols = (int)(j->K - b * NB < NB ? j->K - b * NB : NB);
             const float *wb = j->wp + b * j->C * NB, *bb = j->bp ? j->bp + b * NB : NULL;
-            for (long p = p0; p < p1; p += MRMAX) {
-                int mr = (int)(p1 - p < MRMAX ? p1 - p : MRMAX);
-                NAME(tile_cols)(mr, cols, wb, NB, j->x + p * j->xp, j->xp, 1, j->C, j->y + p * j->yp + b * NB,
-                              j->yp, 1, 1, bb, 0, j->act);
+            for (long p = p0, next; p < p1; p = next) {
+                long row_end = (p / j->wo + 1) * j->wo;
+                next = p + MRMAX < row_end ? p + MRMAX : row_end;
+                if (next > p1) next = p1;
+                NAME(tile_cols)((int)(next - p), cols, wb, NB, cl_x_at(j, p), j->xw, 1, j->C,
+                                j->y + p * j->yp + b * NB, j->yp, 1, 1, bb, 0, j->act);
             }
         }
     }

@@ -578,16 +578,17 @@ def _forward_native(
     activation: str | None,
     channels_last: bool,
 ) -> Tensor:
-    """float32 on the direct kernels, either layout: bias and activation fused into the stores when
-    stride is 1; with a stride, the gathered blocks of _forward_gemm and the epilogue after."""
-    if stride != (1, 1):
-        mm = _mm_native_cl if channels_last else _mm_native
-        y = _forward_gemm(mm, x, w, stride, groups, channels_last)
+    """float32 on the direct kernels, either layout, bias and activation fused into the stores; an
+    NCHW input with a stride goes by the gathered blocks of _forward_gemm and the epilogue after
+    (its kept pixels are not contiguous), a channels_last one is read where it lies."""
+    if stride != (1, 1) and not channels_last:
+        y = _forward_gemm(_mm_native, x, w, stride, groups, channels_last)
         return _finished(y, bias, activation, channels_last)
     n, c, h, wd = x.shape
     k, cg = w.shape
-    kg, p = k // groups, h * wd
-    y = _new_output((n, k, h, wd), x, channels_last)
+    ho, wo = -(-h // stride[0]), -(-wd // stride[1])
+    kg, p = k // groups, ho * wo
+    y = _new_output((n, k, ho, wo), x, channels_last)
     if bias is not None and not bias.is_contiguous():
         bias = bias.contiguous()
     act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
@@ -595,9 +596,12 @@ def _forward_native(
     for g in range(groups):
         b = 0 if bias is None else bias.data_ptr() + g * kg * size
         wg = w.data_ptr() + g * kg * cg * size
-        if channels_last:  # X_g (pixels x C/G) @ W_g^T, W_g^T[i, j] = w[g*kg + j, i]
+        if channels_last:  # X_g (kept pixels x C/G) @ W_g^T, W_g^T[i, j] = w[g*kg + j, i]
             xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
-            _native.forward_cl(xg, c, yg, k, wg, 1, cg, b, n * p, cg, kg, act, threads)
+            budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))  # for a copy of all of W^T
+            # rows of wo kept pixels, stride[1] * c floats apart; ho rows per image
+            rows = (wo, ho, stride[1] * c, stride[0] * wd * c, h * wd * c)
+            _native.forward_cl(xg, c, yg, k, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *rows)
         else:  # per image W_g (K/G x C/G) @ X[n, g] (C/G x pixels)
             xg, yg = x.data_ptr() + g * cg * p * size, y.data_ptr() + g * kg * p * size
             _native.forward(xg, c * p, p, yg, k * p, p, wg, cg, 1, b, n, cg, kg, p, act, threads)
