@@ -108,8 +108,11 @@ class OutputPool:
         size = -(-nbytes // _PAGE) * _PAGE
         block = self._take(size)
         if block is None:
+            try:
+                block = mmap.mmap(-1, size)
+            except OSError:  # no address space for a new mapping: torch's allocator says why
+                return torch.empty(shape, dtype=dtype, memory_format=fmt)
             self.misses += 1
-            block = mmap.mmap(-1, size)
         else:
             self.hits += 1
         view = memoryview(block)
