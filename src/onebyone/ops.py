@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._pool import OutputPool, default_max_bytes
+from ._pool import MIN_BYTES, OutputPool, default_max_bytes
 
 try:
     from onebyone import _native
@@ -533,6 +533,11 @@ def _forward_gemm(
     k, cg = w.shape
     kg = k // groups
     ho, wo = -(-h // stride[0]), -(-wd // stride[1])
+    small = n * k * h * wd * x.element_size() < MIN_BYTES  # so its output is not from the pool
+    if small and mm is _mm_torch and channels_last and stride == (1, 1) and groups == 1:
+        # F.linear's C++ path is the same GEMM with less Python around it (38 against 46 us on
+        # 192x28x28->16)
+        return F.linear(x.permute(0, 2, 3, 1), w).permute(0, 3, 1, 2)
     y = _new_output((n, k, ho, wo), x, channels_last)
     if y.numel() == 0:
         return y
