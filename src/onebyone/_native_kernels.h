@@ -501,10 +501,16 @@ static int NAME(gw_outer)(const Gw *j, long k0, long k1, long c0, long c1)
             int first = n == 0 && p0 == 0 && !j->accumulate;
             for (long q = 0; q < np; q++) /* transpose, zero-padding the columns past c1 */
                 for (long c = width; c < cpad; c++) xt[q * cpad + c] = 0.0f;
-            for (long c = 0; c < width; c++) {
-                const float *src = xi + c * j->xc + p0;
-                for (long q = 0; q < np; q++) xt[q * cpad + c] = src[q];
-            }
+            /* in 16 x 16 blocks: the 16 rows written stay in L1 while 16 channels fill them (one
+             * channel at a time wrote a line per pixel, 1 KiB or more apart) */
+            for (long cb = 0; cb < width; cb += 16)
+                for (long qb = 0; qb < np; qb += 16) {
+                    long ce = cb + 16 < width ? cb + 16 : width, qe = qb + 16 < np ? qb + 16 : np;
+                    for (long c = cb; c < ce; c++) {
+                        const float *src = xi + c * j->xc + p0;
+                        for (long q = qb; q < qe; q++) xt[q * cpad + c] = src[q];
+                    }
+                }
             for (long k = k0; k < k1; k += MRMAX) {
                 int mr = (int)(k1 - k < MRMAX ? k1 - k : MRMAX);
                 for (long cb = 0; cb < width; cb += NB) {
