@@ -617,48 +617,48 @@ def test_native_runs_on_views_with_offsets(native, layout):
     assert (big[0] == 123.0).all()
 
 
-@needs_native
-def test_auto_uses_native_where_the_rule_says(monkeypatch):
-    """The seed's shape (few channels, many pixels) runs on the native kernels under "auto"."""
+@pytest.fixture
+def native_forward_calls(monkeypatch):
+    """The calls that reach the native NCHW kernel, recorded; the backend restored afterwards."""
     before = ops.set_backend("auto")
-    calls = []
+    calls: list[tuple] = []
     real = ops._native.forward
     monkeypatch.setattr(ops._native, "forward", lambda *a: calls.append(a) or real(*a))
-    try:
-        x = torch.randn(1, 50, 60, 60)
-        conv1x1(x, torch.randn(20, 50, 1, 1))
-        assert len(calls) == 1
-        conv1x1(torch.randn(1, 1024, 7, 7), torch.randn(512, 1024, 1, 1))  # wide, few pixels: BLAS
-        assert len(calls) == 1
-        batch = 8 * torch.get_num_threads()  # ...but in batches, side by side in panels: native
-        conv1x1(torch.randn(batch, 1024, 7, 7), torch.randn(64, 1024, 1, 1))
-        assert len(calls) == 2
-        conv1x1(x.double(), torch.randn(20, 50, 1, 1, dtype=torch.float64))  # float64: BLAS
-        assert len(calls) == 2
-    finally:
-        ops.set_backend(before)
+    yield calls
+    ops.set_backend(before)
 
 
 @needs_native
-def test_rule_picks_by_shape_alone_and_times_nothing(monkeypatch):
+def test_auto_uses_native_where_the_rule_says(native_forward_calls):
+    """The seed's shape (few channels, many pixels) runs on the native kernels under "auto"."""
+    calls = native_forward_calls
+    x = torch.randn(1, 50, 60, 60)
+    conv1x1(x, torch.randn(20, 50, 1, 1))
+    assert len(calls) == 1
+    conv1x1(torch.randn(1, 1024, 7, 7), torch.randn(512, 1024, 1, 1))  # wide, few pixels: BLAS
+    assert len(calls) == 1
+    batch = 8 * torch.get_num_threads()  # ...but in batches, side by side in panels: native
+    conv1x1(torch.randn(batch, 1024, 7, 7), torch.randn(64, 1024, 1, 1))
+    assert len(calls) == 2
+    conv1x1(x.double(), torch.randn(20, 50, 1, 1, dtype=torch.float64))  # float64: BLAS
+    assert len(calls) == 2
+
+
+@needs_native
+def test_rule_picks_by_shape_alone_and_times_nothing(native_forward_calls):
     """The "rule" backend: NCHW on the measured rule (native here), channels_last on BLAS, untimed."""
-    before = ops.set_backend("rule")
-    calls = []
-    real = ops._native.forward
-    monkeypatch.setattr(ops._native, "forward", lambda *a: calls.append(a) or real(*a))
-    try:
-        x = torch.randn(2, 50, 30, 30, requires_grad=True)
-        w = torch.randn(20, 50, 1, 1, requires_grad=True)
-        conv1x1(x, w).sum().backward()
-        assert len(calls) >= 1  # the seed's channels over many pixels: native, as under "auto"
-        xc = _layout(torch.randn(2, 64, 9, 9), "channels_last").requires_grad_()
-        wc = torch.randn(96, 64, 1, 1, requires_grad=True)
-        y = conv1x1(xc, wc)
-        y.sum().backward()
-        torch.testing.assert_close(y, F.conv2d(xc, wc), atol=1e-4, rtol=1e-4)
-        assert ops.chosen_backends() == {}  # nothing timed, so nothing chosen
-    finally:
-        ops.set_backend(before)
+    calls = native_forward_calls
+    ops.set_backend("rule")
+    x = torch.randn(2, 50, 30, 30, requires_grad=True)
+    w = torch.randn(20, 50, 1, 1, requires_grad=True)
+    conv1x1(x, w).sum().backward()
+    assert len(calls) >= 1  # the seed's channels over many pixels: native, as under "auto"
+    xc = _layout(torch.randn(2, 64, 9, 9), "channels_last").requires_grad_()
+    wc = torch.randn(96, 64, 1, 1, requires_grad=True)
+    y = conv1x1(xc, wc)
+    y.sum().backward()
+    torch.testing.assert_close(y, F.conv2d(xc, wc), atol=1e-4, rtol=1e-4)
+    assert ops.chosen_backends() == {}  # nothing timed, so nothing chosen
 
 
 @needs_native

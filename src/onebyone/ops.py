@@ -630,7 +630,8 @@ _NATIVE_CL_PACK_SHARE = _ONEDNN_WEIGHT_SHARE
 _NATIVE_CL_WORKSPACE_MAX_C = 2048
 
 
-def _native_cl_packing_ok(x: Tensor, w: Tensor, groups: int) -> bool:
+def _native_cl_forward_ok(x: Tensor, w: Tensor, groups: int) -> bool:
+    """The channels_last native forward can run within the memory budget: block by block, or whole."""
     kg, cg = w.shape[0] // groups, w.shape[1]
     return cg <= _NATIVE_CL_WORKSPACE_MAX_C or -(-kg // 32) * 32 * cg <= _NATIVE_CL_PACK_SHARE * x.numel()
 
@@ -703,7 +704,7 @@ def _forward(
     if _use_native("forward", x, cg, k // groups, channels_last):
         return _forward_native(x, w, bias, stride, groups, activation, False)
     native_cl = (
-        channels_last and _native_cl_ok(x) and (_policy == "native" or _native_cl_packing_ok(x, w, groups))
+        channels_last and _native_cl_ok(x) and (_policy == "native" or _native_cl_forward_ok(x, w, groups))
     )
     onednn = _onednn_ok(x, w, channels_last)
     if native_cl or onednn:  # several libraries: the faster for this shape
