@@ -128,9 +128,9 @@ static inline void NAME(tile_cols)(int mr, int cols, const float *col, long cs, 
     }
     float ybuf[MRMAX * NB] __attribute__((aligned(64)));
     if (!first)
-        for (int r = 0; r < mr; r++) memcpy(ybuf + r * NB, y + r * ys, cols * sizeof(float));
+        for (int r = 0; r < mr; r++) copy_floats(ybuf + r * NB, y + r * ys, cols);
     NAME(tile)(mr, nv, col, cs, row, rs, is, n, ybuf, NB, first, last, bias, bias_rows, act);
-    for (int r = 0; r < mr; r++) memcpy(y + r * ys, ybuf + r * NB, cols * sizeof(float));
+    for (int r = 0; r < mr; r++) copy_floats(y + r * ys, ybuf + r * NB, cols);
 }
 
 
@@ -195,7 +195,7 @@ static int NAME(fwd_panel_items)(const Fwd *j, long i0, long i1)
                             long e = s + (j->P - qq) < w ? s + (j->P - qq) : w;
                             const float *src = j->y + (n0 + n) * j->yn + k0 * j->yc + qq;
                             for (int r = 0; r < mr; r++)
-                                memcpy(ybuf + r * NB + s, src + r * j->yc, (e - s) * sizeof(float));
+                                copy_floats(ybuf + r * NB + s, src + r * j->yc, e - s);
                             s = e;
                         }
                     NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, ybuf, NB, first, last, b, 1, j->act);
@@ -203,7 +203,7 @@ static int NAME(fwd_panel_items)(const Fwd *j, long i0, long i1)
                         long e = s + (j->P - qq) < w ? s + (j->P - qq) : w;
                         float *dst = j->y + (n0 + n) * j->yn + k0 * j->yc + qq;
                         for (int r = 0; r < mr; r++)
-                            memcpy(dst + r * j->yc, ybuf + r * NB + s, (e - s) * sizeof(float));
+                            copy_floats(dst + r * j->yc, ybuf + r * NB + s, e - s);
                         s = e;
                     }
                 }
@@ -262,7 +262,7 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                         xs = xi + p1 - VL, xstride = j->xc, lane0 = VL - rem;
                     } else { /* an image smaller than one vector: staged (re-staged per output block) */
                         for (long c = 0; c < nck; c++) {
-                            memcpy(xbuf + c * VL, xi + c * j->xc, rem * sizeof(float));
+                            copy_floats(xbuf + c * VL, xi + c * j->xc, rem);
                             memset(xbuf + c * VL + rem, 0, (VL - rem) * sizeof(float));
                         }
                         xs = xbuf, xstride = VL, lane0 = 0;
@@ -270,11 +270,11 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                     if (!first)
                         for (int r = 0; r < mr; r++) {
                             memset(ybuf + r * NB, 0, VL * sizeof(float));
-                            memcpy(ybuf + r * NB + lane0, yi + r * j->yc + tail, rem * sizeof(float));
+                            copy_floats(ybuf + r * NB + lane0, yi + r * j->yc + tail, rem);
                         }
                     NAME(tile)(mr, 1, xs, xstride, wb, wrs, wis, nck, ybuf, NB, first, last, b, 1, j->act);
                     for (int r = 0; r < mr; r++)
-                        memcpy(yi + r * j->yc + tail, ybuf + r * NB + lane0, rem * sizeof(float));
+                        copy_floats(yi + r * j->yc + tail, ybuf + r * NB + lane0, rem);
                 }
             }
         }
@@ -468,7 +468,7 @@ static void NAME(cl_gw_blocks)(const ClGw *j, long b0, long b1)
             if (cols < NB) { /* the last columns: copied into a zero-padded buffer once per tile */
                 if (staged != p0) {
                     for (long q = 0; q < np; q++) {
-                        memcpy(xbuf + q * NB, col + q * j->xp, cols * sizeof(float));
+                        copy_floats(xbuf + q * NB, col + q * j->xp, cols);
                         memset(xbuf + q * NB + cols, 0, (NB - cols) * sizeof(float));
                     }
                     staged = p0;

@@ -297,19 +297,19 @@ def set_output_pool(max_bytes: int) -> int:
 
 def _new_output(shape: tuple[int, ...], like: Tensor, channels_last: bool) -> Tensor:
     """An uninitialised result with like's dtype and device, contiguous in the layout asked for."""
-    if like.device.type == "cpu":
-        return _pool.empty(tuple(shape), like.dtype, channels_last)
+    if like.is_cpu:
+        return _pool.empty(shape, like.dtype, channels_last)
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_format(channels_last))
 
 
 def _numpy_ok(t: Tensor) -> bool:
-    return t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES
+    return t.is_cpu and t.dtype in _NUMPY_DTYPES
 
 
 def _onednn_ok(x: Tensor, w: Tensor, channels_last: bool) -> bool:
     return (
         channels_last
-        and x.device.type == "cpu"
+        and x.is_cpu
         and x.dtype in _ONEDNN_DTYPES
         and _HAS_ONEDNN
         and w.numel() <= _ONEDNN_WEIGHT_SHARE * x.numel()
@@ -347,7 +347,7 @@ def native_isa() -> str | None:
 
 
 def _native_dtype_ok(t: Tensor) -> bool:
-    return _native is not None and t.dtype == torch.float32 and t.device.type == "cpu"
+    return _native is not None and t.dtype is torch.float32 and t.is_cpu
 
 
 # Where the direct kernels beat PyTorch's BLAS (MKL) on NCHW float32, measured pass by pass with
@@ -686,6 +686,17 @@ def _forward_on(
     return _finished(y, bias, activation, channels_last)
 
 
+def _contiguous(x: Tensor, w: Tensor, channels_last: bool) -> tuple[Tensor, Tensor]:
+    """x packed in its layout and w with contiguous rows, where they are not already (a sliced view,
+    say: packed once)."""
+    fmt = _format(channels_last)
+    if not x.is_contiguous(memory_format=fmt):
+        x = x.contiguous(memory_format=fmt)
+    if not w.is_contiguous():
+        w = w.contiguous()
+    return x, w
+
+
 def _forward(
     x: Tensor,
     w: Tensor,
@@ -695,11 +706,7 @@ def _forward(
     activation: str | None,
     channels_last: bool,
 ) -> Tensor:
-    fmt = _format(channels_last)
-    if not x.is_contiguous(memory_format=fmt):
-        x = x.contiguous(memory_format=fmt)  # an unusual input (a sliced view, say): packed once
-    if not w.is_contiguous():
-        w = w.contiguous()
+    """The forward pass of packed x and w (see _contiguous) on the library the rule or the timing picks."""
     k, cg = w.shape
     if _use_native("forward", x, cg, k // groups, channels_last):
         return _forward_native(x, w, bias, stride, groups, activation, False)
@@ -751,6 +758,12 @@ def _grad_input_gemm(
     c = in_shape[1]
     cg, kg = c // groups, k // groups
     gx = _new_output(in_shape, grad, channels_last)
+    if stride == (1, 1) and groups == 1 and gx.numel():  # the common case, in one call
+        if channels_last:
+            mm(_matrix(grad, True), w, _matrix(gx, True))  # dY (NHW x K) @ W (K x C)
+        else:
+            mm(w.t(), grad.view(n, k, ho * wo), gx.view(n, c, ho * wo))  # W^T (C x K) @ dY (N x K x HW)
+        return gx
     if stride != (1, 1):
         gx.zero_()  # the skipped pixels
     if gx.numel() == 0 or grad.numel() == 0:
@@ -878,6 +891,34 @@ def _grad_weight_native(grad: Tensor, x: Tensor, groups: int) -> Tensor:
     return gw
 
 
+def _grad_input_native(grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: int, channels_last: bool
+                       ) -> Tensor:
+    """grad_x for float32 at stride 1 on the direct kernels, straight from the tensors' pointers: per
+    group W_g^T (C/G x K/G) @ dY[n, g] (NCHW) or dY_g (pixels x K/G) @ W_g (channels_last)."""
+    n, k, h, wd = grad.shape
+    c = in_shape[1]
+    cg, kg, p = c // groups, k // groups, h * wd
+    gx = _new_output(in_shape, grad, channels_last)
+    if gx.numel() == 0:
+        return gx
+    size, threads = grad.element_size(), torch.get_num_threads()
+    gp, xp, wp = grad.data_ptr(), gx.data_ptr(), w.data_ptr()
+    for g in range(groups):
+        wg = wp + g * kg * cg * size  # W_g: K/G x C/G, rows cg apart
+        if channels_last:  # W_g's packed copy bounded as in _mm_native_cl
+            budget = max(1, int(_NATIVE_CL_PACK_SHARE * n * p * min(kg, cg)))
+            _native.forward_cl(
+                gp + g * kg * size, k, xp + g * cg * size, c, wg, cg, 1, 0,
+                n * p, kg, cg, 0, threads, budget,
+            )  # fmt: skip
+        else:  # W_g^T[i, j] = w[g*kg + j, i]: element strides (1, cg)
+            _native.forward(
+                gp + g * kg * p * size, k * p, p, xp + g * cg * p * size, c * p, p,
+                wg, 1, cg, 0, n, kg, cg, p, 0, threads, n * cg * p,
+            )  # fmt: skip
+    return gx
+
+
 def _onednn_backward(
     grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, which: int
 ) -> Tensor:
@@ -899,22 +940,68 @@ def _onednn_backward_both(
     return res[0], res[1].view(w.shape)
 
 
+def _grad_input_on(
+    name: str, grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
+) -> Tensor:
+    """grad_x on one named library."""
+    if name == "onednn":
+        return _onednn_backward(grad, x, w, stride, groups, 0)
+    if name == "native" and stride == (1, 1):
+        return _grad_input_native(grad, w, tuple(x.shape), groups, channels_last)
+    if name == "native":  # a strided grad_x: gathered blocks
+        mm = _mm_native_cl if channels_last else _mm_native_gx
+    else:
+        mm = _mm_numpy if name == "numpy" else _mm_torch
+    return _grad_input_gemm(mm, grad, w, tuple(x.shape), stride, groups, channels_last)
+
+
+def _grad_weight_on(
+    name: str, grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
+) -> Tensor:
+    """grad_W on one named library."""
+    if name == "onednn":
+        return _onednn_backward(grad, x, w, stride, groups, 1)
+    if name == "native":
+        return (_grad_weight_native_cl if channels_last else _grad_weight_native)(grad, x, groups)
+    mm = _mm_numpy if name == "numpy" else _mm_torch
+    return _grad_weight_gemm(mm, grad, x, stride, groups, channels_last)
+
+
+def _pass_on(
+    pass_: str,
+    run: Callable[..., R],
+    names: list[str],
+    grad: Tensor,
+    x: Tensor,
+    w: Tensor,
+    stride: tuple[int, int],
+    groups: int,
+    channels_last: bool,
+) -> R:
+    """A backward pass on one of the libraries named (PyTorch's BLAS first): the one forced, the one
+    remembered for this shape, or the fastest of them timed now."""
+    if _policy != "auto" or len(names) == 1:
+        name = _policy if _policy in names else "torch"
+        return run(name, grad, x, w, stride, groups, channels_last)
+    key = _choice_key(pass_, grad, channels_last, *x.shape, w.shape[0], stride, groups)
+    chosen = _choices.get(key)
+    if chosen is not None:
+        return run(chosen, grad, x, w, stride, groups, channels_last)
+    cands = {name: functools.partial(run, name, grad, x, w, stride, groups, channels_last) for name in names}
+    return _fastest(key, cands)
+
+
 def _grad_input(
     grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
 ) -> Tensor:
     """grad_x on the library the rule (NCHW float32) or the timing picks."""
     k, cg = w.shape
-    shape = tuple(x.shape)
     if _use_native("grad_input", grad, k // groups, cg, channels_last):
-        return _grad_input_gemm(_mm_native_gx, grad, w, shape, stride, groups, False)
-    cands = _gemm_candidates(
-        grad, lambda mm: _grad_input_gemm(mm, grad, w, shape, stride, groups, channels_last)
-    )
-    if _onednn_ok(x, w, channels_last):
-        cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 0)
-    if channels_last and _native_cl_ok(grad):
-        cands["native"] = lambda: _grad_input_gemm(_mm_native_cl, grad, w, shape, stride, groups, True)
-    return _fastest(_choice_key("grad_input", grad, channels_last, *shape, k, stride, groups), cands)
+        return _grad_input_on("native", grad, x, w, stride, groups, False)
+    names = ["torch"] + ["numpy"] * (_policy == "numpy" and _numpy_ok(grad))
+    names += ["onednn"] * _onednn_ok(x, w, channels_last)
+    names += ["native"] * (channels_last and _native_cl_ok(grad))
+    return _pass_on("grad_input", _grad_input_on, names, grad, x, w, stride, groups, channels_last)
 
 
 def _grad_weight(
@@ -924,12 +1011,22 @@ def _grad_weight(
     k, cg = w.shape
     if stride == (1, 1) and _use_native("grad_weight", grad, cg, k // groups, channels_last):
         return _grad_weight_native(grad, x, groups)
-    cands = _gemm_candidates(grad, lambda mm: _grad_weight_gemm(mm, grad, x, stride, groups, channels_last))
-    if _onednn_ok(x, w, channels_last):
-        cands["onednn"] = lambda: _onednn_backward(grad, x, w, stride, groups, 1)
-    if channels_last and stride == (1, 1) and _native_cl_ok(grad):
-        cands["native"] = lambda: _grad_weight_native_cl(grad, x, groups)
-    return _fastest(_choice_key("grad_weight", grad, channels_last, *x.shape, k, stride, groups), cands)
+    names = ["torch"] + ["numpy"] * (_policy == "numpy" and _numpy_ok(grad))
+    names += ["onednn"] * _onednn_ok(x, w, channels_last)
+    names += ["native"] * (channels_last and stride == (1, 1) and _native_cl_ok(grad))
+    return _pass_on("grad_weight", _grad_weight_on, names, grad, x, w, stride, groups, channels_last)
+
+
+def _backward_on(
+    name: str, grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
+) -> tuple[Tensor, Tensor]:
+    """grad_x and grad_W: in one oneDNN call, or pass by pass on the libraries each picks."""
+    if name == "onednn":
+        return _onednn_backward_both(grad, x, w, stride, groups)
+    return (
+        _grad_input(grad, x, w, stride, groups, channels_last),
+        _grad_weight(grad, x, w, stride, groups, channels_last),
+    )
 
 
 class _Conv1x1Function(torch.autograd.Function):
@@ -944,10 +1041,6 @@ class _Conv1x1Function(torch.autograd.Function):
         activation: str | None,
         channels_last: bool,
     ) -> Tensor:
-        fmt = _format(channels_last)
-        if not x.is_contiguous(memory_format=fmt):
-            x = x.contiguous(memory_format=fmt)  # an unusual input (a sliced view, say): packed once
-        w = w.contiguous()
         y = _forward(x, w, bias, stride, groups, activation, channels_last)
         ctx.save_for_backward(x, w, y if activation is not None else None)
         ctx.conf = (stride, groups, activation, bias is not None, channels_last)
@@ -957,24 +1050,18 @@ class _Conv1x1Function(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, w, y = ctx.saved_tensors
         stride, groups, activation, has_bias, channels_last = ctx.conf
+        if activation is not None:
+            grad = _activation_grad(grad, y, activation)
         fmt = _format(channels_last)
-        grad = _activation_grad(grad, y, activation)
         if not grad.is_contiguous(memory_format=fmt):
             grad = grad.contiguous(memory_format=fmt)
         gx = gw = gb = None
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if want_x and want_w and _onednn_ok(x, w, channels_last):
+        if want_x and want_w:
             # oneDNN computes both in one call, sharing its reorder of grad: timed against the
             # best of the passes one by one
-            key = _choice_key("backward", grad, channels_last, *x.shape, w.shape[0], stride, groups)
-            joint = {
-                "torch": lambda: (
-                    _grad_input(grad, x, w, stride, groups, channels_last),
-                    _grad_weight(grad, x, w, stride, groups, channels_last),
-                ),
-                "onednn": lambda: _onednn_backward_both(grad, x, w, stride, groups),
-            }
-            gx, gw = _fastest(key, joint if _policy in ("auto", "onednn") else {"torch": joint["torch"]})
+            names = ["torch"] + ["onednn"] * _onednn_ok(x, w, channels_last)
+            gx, gw = _pass_on("backward", _backward_on, names, grad, x, w, stride, groups, channels_last)
         else:
             gx = _grad_input(grad, x, w, stride, groups, channels_last) if want_x else None
             gw = _grad_weight(grad, x, w, stride, groups, channels_last) if want_w else None
@@ -1018,6 +1105,7 @@ def conv1x1(
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or w.requires_grad or (bias is not None and bias.requires_grad)
     )
+    x, w = _contiguous(x, w, channels_last)
     if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
         return _forward(x, w, bias, stride_pair, groups, activation, channels_last)
     y: Tensor = _Conv1x1Function.apply(x, w, bias, stride_pair, groups, activation, channels_last)
