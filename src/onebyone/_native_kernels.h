@@ -38,11 +38,15 @@ static inline __attribute__((always_inline)) void NAME(store)(float *p, V v) { *
 /* The one micro-tile every kernel here runs: out[r, :] (+)= row[r, i] * col[i, :] for mr rows and NB
  * columns held in registers while i runs over n steps. Per step: NV vector loads of the column
  * operand (row i at col + i*cs), mr broadcasts of the row operand (element (r, i) at row + r*rs + i*is,
- * read where it lies), mr*NV FMAs. first: start from the bias (one value per row, or a vector per
- * column when bias_rows is 0) or zero, else from y; last: apply the activation before the store. */
+ * read where it lies), mr*NV FMAs. The n steps repeat over nseg segments: the column operand runs
+ * on (segment s's rows follow s-1's), the row operand jumps by segstride (grad_weight's images, one
+ * after another, while the sums stay in registers). first: start from the bias (one value per row, or
+ * a vector per column when bias_rows is 0) or zero, else from y; last: apply the activation before
+ * the store. */
 static inline __attribute__((always_inline)) void NAME(tile_micro)(
     const int mr, const int nv, const float *col, long cs, const float *row, long rs, long is, long n,
-    float *y, long ys, int first, int last, const float *bias, int bias_rows, int act)
+    long nseg, long segstride, float *y, long ys, int first, int last, const float *bias, int bias_rows,
+    int act)
 {
     V acc[MRMAX][NV];
 #pragma GCC unroll 16
@@ -54,19 +58,21 @@ static inline __attribute__((always_inline)) void NAME(tile_micro)(
             else acc[r][v] = bias_rows ? NAME(splat)(bias[r]) : NAME(load)(bias + v * VL);
         }
     }
-    for (long i = 0; i < n; i++) {
-        V cv[NV];
+    for (long s = 0; s < nseg; s++, col += n * cs, row += segstride) {
+        for (long i = 0; i < n; i++) {
+            V cv[NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) cv[v] = NAME(load)(col + i * cs + v * VL);
-        /* the same rows a few tiles ahead: many short strided streams defeat the hardware prefetcher */
+            for (int v = 0; v < nv; v++) cv[v] = NAME(load)(col + i * cs + v * VL);
+            /* the same rows a few tiles ahead: many short strided streams defeat the hardware prefetcher */
 #pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) __builtin_prefetch(col + i * cs + PFD + v * VL);
-        const float *ri = row + i * is;
+            for (int v = 0; v < nv; v++) __builtin_prefetch(col + i * cs + PFD + v * VL);
+            const float *ri = row + i * is;
 #pragma GCC unroll 16
-        for (int r = 0; r < mr; r++) {
-            V b = NAME(splat)(ri[r * rs]);
+            for (int r = 0; r < mr; r++) {
+                V b = NAME(splat)(ri[r * rs]);
 #pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) acc[r][v] += b * cv[v];
+                for (int v = 0; v < nv; v++) acc[r][v] += b * cv[v];
+            }
         }
     }
     if (last && act) {
@@ -93,13 +99,14 @@ static inline __attribute__((always_inline)) void NAME(tile_micro)(
 
 #define TILE_CASE(M)                                                                                  \
     case 4 * M + 1:                                                                               \
-        NAME(tile_micro)(M, 1, col, cs, row, rs, is, n, y, ys, first, last, bias, bias_rows, act); break; \
+        NAME(tile_micro)(M, 1, col, cs, row, rs, is, n, nseg, segstride, y, ys, first, last, bias, bias_rows, act); break; \
     case 4 * M + 2:                                                                               \
-        NAME(tile_micro)(M, 2, col, cs, row, rs, is, n, y, ys, first, last, bias, bias_rows, act); break;
+        NAME(tile_micro)(M, 2, col, cs, row, rs, is, n, nseg, segstride, y, ys, first, last, bias, bias_rows, act); break;
 
 /* The micro-tile for mr rows (1..MRMAX) and nv vectors of columns (1 or NV): all compiled out. */
 static void NAME(tile)(int mr, int nv, const float *col, long cs, const float *row, long rs, long is, long n,
-                       float *y, long ys, int first, int last, const float *bias, int bias_rows, int act)
+                       long nseg, long segstride, float *y, long ys, int first, int last, const float *bias,
+                       int bias_rows, int act)
 {
     switch (4 * mr + nv) {
         TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4)
@@ -118,18 +125,18 @@ static void NAME(tile)(int mr, int nv, const float *col, long cs, const float *r
  * computed on the next width up into a buffer (the column operand must be readable that far: packed
  * and padded, or staged), and only the valid columns copied out. */
 static inline void NAME(tile_cols)(int mr, int cols, const float *col, long cs, const float *row, long rs,
-                                   long is, long n, float *y, long ys, int first, int last,
-                                   const float *bias, int bias_rows, int act)
+                                   long is, long n, long nseg, long segstride, float *y, long ys, int first,
+                                   int last, const float *bias, int bias_rows, int act)
 {
     int nv = cols > VL ? NV : 1;
     if (cols == nv * VL) {
-        NAME(tile)(mr, nv, col, cs, row, rs, is, n, y, ys, first, last, bias, bias_rows, act);
+        NAME(tile)(mr, nv, col, cs, row, rs, is, n, nseg, segstride, y, ys, first, last, bias, bias_rows, act);
         return;
     }
     float ybuf[MRMAX * NB] __attribute__((aligned(64)));
     if (!first)
         for (int r = 0; r < mr; r++) copy_floats(ybuf + r * NB, y + r * ys, cols);
-    NAME(tile)(mr, nv, col, cs, row, rs, is, n, ybuf, NB, first, last, bias, bias_rows, act);
+    NAME(tile)(mr, nv, col, cs, row, rs, is, n, nseg, segstride, ybuf, NB, first, last, bias, bias_rows, act);
     for (int r = 0; r < mr; r++) copy_floats(y + r * ys, ybuf + r * NB, cols);
 }
 
@@ -186,7 +193,7 @@ static int NAME(fwd_panel_items)(const Fwd *j, long i0, long i1)
                     long img = p / j->P, q = p - img * j->P; /* the tile's first image and pixel */
                     float *y0 = j->y + (n0 + img) * j->yn + k0 * j->yc + q;
                     if (w == nv * VL && q + w <= j->P) { /* inside one image: in place */
-                        NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, y0, j->yc, first, last, b, 1, j->act);
+                        NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, 1, 0, y0, j->yc, first, last, b, 1, j->act);
                         continue;
                     }
                     /* lanes [s, e) of the tile belong to image img at pixel q + ... : split */
@@ -198,7 +205,7 @@ static int NAME(fwd_panel_items)(const Fwd *j, long i0, long i1)
                                 copy_floats(ybuf + r * NB + s, src + r * j->yc, e - s);
                             s = e;
                         }
-                    NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, ybuf, NB, first, last, b, 1, j->act);
+                    NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, 1, 0, ybuf, NB, first, last, b, 1, j->act);
                     for (long s = 0, n = img, qq = q; s < w; n++, qq = 0) {
                         long e = s + (j->P - qq) < w ? s + (j->P - qq) : w;
                         float *dst = j->y + (n0 + n) * j->yn + k0 * j->yc + qq;
@@ -250,10 +257,10 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                     const float *xi = j->x + n * j->xn + c0 * j->xc;
                     float *yi = j->y + n * j->yn + k0 * j->yc;
                     for (long p = p0; p < full; p += NB)
-                        NAME(tile)(mr, NV, xi + p, j->xc, wb, wrs, wis, nck, yi + p, j->yc, first, last, b, 1,
+                        NAME(tile)(mr, NV, xi + p, j->xc, wb, wrs, wis, nck, 1, 0, yi + p, j->yc, first, last, b, 1,
                                    j->act);
                     if (half)
-                        NAME(tile)(mr, 1, xi + full, j->xc, wb, wrs, wis, nck, yi + full, j->yc, first, last, b,
+                        NAME(tile)(mr, 1, xi + full, j->xc, wb, wrs, wis, nck, 1, 0, yi + full, j->yc, first, last, b,
                                    1, j->act);
                     if (!rem) continue;
                     const float *xs;
@@ -272,7 +279,7 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                             memset(ybuf + r * NB, 0, VL * sizeof(float));
                             copy_floats(ybuf + r * NB + lane0, yi + r * j->yc + tail, rem);
                         }
-                    NAME(tile)(mr, 1, xs, xstride, wb, wrs, wis, nck, ybuf, NB, first, last, b, 1, j->act);
+                    NAME(tile)(mr, 1, xs, xstride, wb, wrs, wis, nck, 1, 0, ybuf, NB, first, last, b, 1, j->act);
                     for (int r = 0; r < mr; r++)
                         copy_floats(yi + r * j->yc + tail, ybuf + r * NB + lane0, rem);
                 }
@@ -424,7 +431,7 @@ static int NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
             for (long p = 0, next; p < j->P; p = next) {
                 long row_end = (p / j->wo + 1) * j->wo;
                 next = p + MRMAX < row_end ? p + MRMAX : row_end;
-                NAME(tile_cols)((int)(next - p), cols, ws, NB, cl_x_at(j, p), j->xw, 1, j->C,
+                NAME(tile_cols)((int)(next - p), cols, ws, NB, cl_x_at(j, p), j->xw, 1, j->C, 1, 0,
                                 j->y + p * j->yp + b * NB, j->yp, 1, 1, j->bias ? bb : NULL, 0, j->act);
             }
         }
@@ -440,7 +447,7 @@ static int NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
                 long row_end = (p / j->wo + 1) * j->wo;
                 next = p + MRMAX < row_end ? p + MRMAX : row_end;
                 if (next > p1) next = p1;
-                NAME(tile_cols)((int)(next - p), cols, wb, NB, cl_x_at(j, p), j->xw, 1, j->C,
+                NAME(tile_cols)((int)(next - p), cols, wb, NB, cl_x_at(j, p), j->xw, 1, j->C, 1, 0,
                                 j->y + p * j->yp + b * NB, j->yp, 1, 1, bb, 0, j->act);
             }
         }
@@ -476,47 +483,61 @@ static void NAME(cl_gw_blocks)(const ClGw *j, long b0, long b1)
                 col = xbuf;
                 cs = NB;
             }
-            NAME(tile_cols)(mr, cols, col, cs, j->g + p0 * j->gp + k0, 1, j->gp, np, j->out + k0 * j->ok + c0,
+            NAME(tile_cols)(mr, cols, col, cs, j->g + p0 * j->gp + k0, 1, j->gp, np, 1, 0, j->out + k0 * j->ok + c0,
                           j->ok, first, 0, NULL, 0, 0);
         }
     }
 }
 
-/* grad_weight for NCHW as outer products: a tile of x (C x np pixels of one image) is transposed
- * once into pixels x channels, then out[k, c-block] += g[n, k, p] * xT[p, c-block] runs on the
- * channels_last micro-tile (rows: output channels, broadcast from g's rows; columns: NB input
- * channels). No lane folding; the transposition costs about 16/K of the FMAs. This thread's share:
+/* grad_weight for NCHW as outer products: a tile of x (C x np pixels) is transposed once into
+ * pixels x channels, then out[k, c-block] += g[n, k, p] * xT[p, c-block] runs on the channels_last
+ * micro-tile (rows: output channels, broadcast from g's rows; columns: NB input channels). No lane
+ * folding; the transposition costs about 16/K of the FMAs. Small images go several to a tile, one
+ * after another, and each micro-tile's sums stay in registers across them (one image at a time, a
+ * 7 x 7 image's 49 steps paid a load and a store of the block of out for each). This thread's share:
  * rows [k0, k1), columns [c0, c1) of out. Returns -1 when it cannot get its scratch. */
 static int NAME(gw_outer)(const Gw *j, long k0, long k1, long c0, long c1)
 {
     long width = c1 - c0, cpad = (width + NB - 1) / NB * NB;
     long tile = GW_OUTER_BYTES / (long)sizeof(float) / cpad;
     tile = tile < 16 ? 16 : tile > 1024 ? 1024 : tile;
-    float *xt = (float *)aligned_alloc(64, (size_t)(tile * cpad * sizeof(float) + 64) / 64 * 64);
+    /* images per tile: as many whole images as fit in a larger tile (every image fewer per tile
+     * means a pass more over this thread's block of out), else one, in pieces */
+    long many = GW_OUTER_IMAGES_BYTES / (long)sizeof(float) / cpad;
+    long ng = j->P > 0 && 2 * j->P <= many ? many / j->P : 1;
+    if (ng > j->N) ng = j->N > 0 ? j->N : 1;
+    long step = ng > 1 ? j->P : tile; /* pixels of each image per tile */
+    float *xt = (float *)aligned_alloc(64, (size_t)((ng > 1 ? ng * j->P : tile) * cpad * sizeof(float) + 64)
+                                               / 64 * 64);
     if (!xt) return -1;
-    for (long n = 0; n < j->N; n++) {
-        const float *gi = j->g + n * j->gn, *xi = j->x + n * j->xn + c0 * j->xc;
-        for (long p0 = 0; p0 < j->P; p0 += tile) {
-            long np = j->P - p0 < tile ? j->P - p0 : tile;
-            int first = n == 0 && p0 == 0 && !j->accumulate;
-            for (long q = 0; q < np; q++) /* transpose, zero-padding the columns past c1 */
-                for (long c = width; c < cpad; c++) xt[q * cpad + c] = 0.0f;
-            /* in 16 x 16 blocks: the 16 rows written stay in L1 while 16 channels fill them (one
-             * channel at a time wrote a line per pixel, 1 KiB or more apart) */
-            for (long cb = 0; cb < width; cb += 16)
-                for (long qb = 0; qb < np; qb += 16) {
-                    long ce = cb + 16 < width ? cb + 16 : width, qe = qb + 16 < np ? qb + 16 : np;
-                    for (long c = cb; c < ce; c++) {
-                        const float *src = xi + c * j->xc + p0;
-                        for (long q = qb; q < qe; q++) xt[q * cpad + c] = src[q];
+    for (long n0 = 0; n0 < j->N; n0 += ng) {
+        long nseg = j->N - n0 < ng ? j->N - n0 : ng;
+        const float *gi = j->g + n0 * j->gn;
+        for (long p0 = 0; p0 < j->P; p0 += step) {
+            long np = j->P - p0 < step ? j->P - p0 : step;
+            int first = n0 == 0 && p0 == 0 && !j->accumulate;
+            for (long s = 0; s < nseg; s++) {
+                const float *xi = j->x + (n0 + s) * j->xn + c0 * j->xc;
+                float *xs = xt + s * np * cpad; /* this image's rows of the tile */
+                for (long q = 0; q < np; q++) /* transpose, zero-padding the columns past c1 */
+                    for (long c = width; c < cpad; c++) xs[q * cpad + c] = 0.0f;
+                /* in 16 x 16 blocks: the 16 rows written stay in L1 while 16 channels fill them (one
+                 * channel at a time wrote a line per pixel, 1 KiB or more apart) */
+                for (long cb = 0; cb < width; cb += 16)
+                    for (long qb = 0; qb < np; qb += 16) {
+                        long ce = cb + 16 < width ? cb + 16 : width, qe = qb + 16 < np ? qb + 16 : np;
+                        for (long c = cb; c < ce; c++) {
+                            const float *src = xi + c * j->xc + p0;
+                            for (long q = qb; q < qe; q++) xs[q * cpad + c] = src[q];
+                        }
                     }
-                }
+            }
             for (long k = k0; k < k1; k += MRMAX) {
                 int mr = (int)(k1 - k < MRMAX ? k1 - k : MRMAX);
                 for (long cb = 0; cb < width; cb += NB) {
                     int cols = (int)(width - cb < NB ? width - cb : NB);
-                    NAME(tile_cols)(mr, cols, xt + cb, cpad, gi + k * j->gc + p0, j->gc, 1, np,
-                                  j->out + k * j->ok + c0 + cb, j->ok, first, 0, NULL, 0, 0);
+                    NAME(tile_cols)(mr, cols, xt + cb, cpad, gi + k * j->gc + p0, j->gc, 1, np, nseg, j->gn,
+                                    j->out + k * j->ok + c0 + cb, j->ok, first, 0, NULL, 0, 0);
                 }
             }
         }
