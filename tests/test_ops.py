@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from onebyone import conv1x1, ops
@@ -242,6 +242,10 @@ def test_gradcheck(layout, stride, groups, activation, with_bias, batch):
 
 @settings(max_examples=30, deadline=None)
 @given_cases(n=3, cg=4, kg=4, hw=6)
+@example(  # an output whose exact sum is 0.0027: bfloat16's rounded sum lands at 0, below relu's kink
+    n=3, cg=1, kg=1, groups=3, h=5, w=6, stride=1, layout="nchw", dtype=torch.bfloat16, with_bias=True,
+    activation="relu", seed=1,
+)
 def test_gradients_match_conv2d(n, cg, kg, groups, h, w, stride, layout, dtype, with_bias, activation, seed):
     x0, w0, b0 = _random_case(n, cg, kg, groups, h, w, dtype, seed)
     x0 = _layout(x0, layout)
@@ -253,9 +257,17 @@ def test_gradients_match_conv2d(n, cg, kg, groups, h, w, stride, layout, dtype, 
     gen = torch.Generator().manual_seed(seed + 1)
     # the upstream gradient comes in the layout autograd would hand over: the output's own
     grad = _layout(torch.randn(ref.shape, generator=gen, dtype=torch.float64), layout)
+    atol, rtol = TOL[dtype]
+    if activation is not None and dtype == torch.bfloat16:
+        # where the exact sum lies within bfloat16's rounding of a kink (0, or 6 for relu6), the
+        # rounded sum may land on the other side and the activation's gradient with it: those
+        # outputs pass no gradient on, in both
+        with torch.no_grad():
+            pre = _expected(*(t.detach() for t in theirs[:2]), b_ref, stride, groups, None)
+            near = (pre.abs() < atol) | ((pre - 6).abs() < atol if activation == "relu6" else False)
+        grad = grad.masked_fill(near, 0.0)
     y.backward(grad.to(dtype))
     ref.backward(grad)
-    atol, rtol = TOL[dtype]
     if dtype == torch.bfloat16:
         atol, rtol = 0.15, 0.05  # gradients sum over more terms than the output does
     for got, want in zip(ours[: 2 + with_bias], theirs[: 2 + with_bias], strict=True):
@@ -577,7 +589,8 @@ def test_every_instruction_set_build_is_right(native, isa):
                 _check_native_case(n, c, k, h, w, "relu", layout)
             _check_native_case(2, 12, 9, 9, 7, None, layout, stride=2, groups=3)
         # every grad_weight form; 7 x 7 images on batches go many to a tile, the last tile part-full
-        for case in [(2, 50, 20, 999), (3, 300, 40, 700), (1, 40, 300, 70), (45, 256, 256, 49), (100, 300, 40, 49)]:
+        for case in [(2, 50, 20, 999), (3, 300, 40, 700), (1, 40, 300, 70), (45, 256, 256, 49),
+                     (100, 300, 40, 49)]:
             n, c, k, p = case
             gen = torch.Generator().manual_seed(p)
             g, x = torch.randn(n, k, p, generator=gen), torch.randn(n, c, p, generator=gen)
