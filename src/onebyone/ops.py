@@ -654,7 +654,7 @@ def _grad_weight_native_cl(grad: Tensor, x: Tensor, groups: int) -> Tensor:
     n, k, h, wd = grad.shape
     c = x.shape[1]
     cg, kg = c // groups, k // groups
-    gw = torch.empty((k, cg), dtype=grad.dtype, device=grad.device)
+    gw = _new_output((k, cg), grad, False)
     size, threads = grad.element_size(), torch.get_num_threads()
     for g in range(groups):
         _native.grad_weight_cl(
@@ -808,7 +808,7 @@ def _grad_weight_gemm(
     n, k, ho, wo = grad.shape
     c = x.shape[1]
     cg, kg = c // groups, k // groups
-    gw = torch.empty((k, cg), dtype=grad.dtype, device=grad.device)
+    gw = _new_output((k, cg), grad, False)
     if grad.numel() == 0 or cg == 0:
         return gw.zero_()
     gm = _matrix(grad, channels_last)
@@ -879,7 +879,7 @@ def _grad_weight_native(grad: Tensor, x: Tensor, groups: int) -> Tensor:
     n, k, h, wd = grad.shape
     c = x.shape[1]
     cg, kg, p = c // groups, k // groups, h * wd
-    gw = torch.empty((k, cg), dtype=grad.dtype, device=grad.device)
+    gw = _new_output((k, cg), grad, False)
     size, threads = grad.element_size(), torch.get_num_threads()
     for g in range(groups):
         _native.grad_weight(
