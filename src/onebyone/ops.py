@@ -103,7 +103,9 @@ def _check(
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         got = f"x {x.dtype}, weight {weight.dtype}" + (f", bias {bias.dtype}" if bias is not None else "")
         raise TypeError(f"x, weight and bias must share one dtype; got {got}")
-    if weight.device != x.device or (bias is not None and bias.device != x.device):
+    if not (x.is_cpu and weight.is_cpu and (bias is None or bias.is_cpu)) and (
+        weight.device != x.device or (bias is not None and bias.device != x.device)
+    ):
         got = f"x on {x.device}, weight on {weight.device}" + (
             f", bias on {bias.device}" if bias is not None else ""
         )
@@ -111,7 +113,7 @@ def _check(
     if x.dim() != 4:
         raise ValueError(f"x must be 4-D (N x C x H x W), got {x.dim()}-D with shape {tuple(x.shape)}")
     if weight.dim() == 4:
-        if tuple(weight.shape[2:]) != (1, 1):
+        if weight.shape[2] != 1 or weight.shape[3] != 1:
             raise ValueError(
                 f"weight must hold 1x1 kernels (K x C/groups x 1 x 1), got kernel size "
                 f"{tuple(weight.shape[2:])} in weight of shape {tuple(weight.shape)}"
@@ -140,7 +142,8 @@ def _check(
         raise ValueError(f"bias must have shape ({k},) to match the {k} filters, got {tuple(bias.shape)}")
     if activation is not None and activation not in ACTIVATIONS:
         raise ValueError(f"activation must be None or one of {ACTIVATIONS}, got {activation!r}")
-    return x, weight, bias, _pair(stride, "stride"), groups, activation
+    pair = (stride, stride) if type(stride) is int and stride >= 1 else _pair(stride, "stride")
+    return x, weight, bias, pair, groups, activation
 
 
 # ------------------------------------------------------------------------- layouts
@@ -708,24 +711,24 @@ def _forward(
 ) -> Tensor:
     """The forward pass of packed x and w (see _contiguous) on the library the rule or the timing picks."""
     k, cg = w.shape
-    if _use_native("forward", x, cg, k // groups, channels_last):
-        return _forward_native(x, w, bias, stride, groups, activation, False)
-    native_cl = (
-        channels_last and _native_cl_ok(x) and (_policy == "native" or _native_cl_forward_ok(x, w, groups))
-    )
-    onednn = _onednn_ok(x, w, channels_last)
-    if native_cl or onednn:  # several libraries: the faster for this shape
-        key = _choice_key("forward", x, channels_last, *x.shape, k, stride, groups)
+    if not channels_last:  # NCHW: the rule, no timing
+        if _use_native("forward", x, cg, k // groups, False):
+            return _forward_native(x, w, bias, stride, groups, activation, False)
+    else:  # channels_last: the library remembered for this shape, else the fastest timed now
+        key = _choice_key("forward", x, True, *x.shape, k, stride, groups)
         chosen = _choices.get(key) if _policy == "auto" else None
         if chosen is not None:  # the common case after the first call: straight there
-            return _forward_on(chosen, x, w, bias, stride, groups, activation, channels_last)
-        names = ["torch"] + ["numpy"] * (_policy == "numpy" and _numpy_ok(x))
-        names += ["onednn"] * onednn + ["native"] * native_cl
-        candidates = {
-            name: functools.partial(_forward_on, name, x, w, bias, stride, groups, activation, channels_last)
-            for name in names
-        }
-        return _fastest(key, candidates)
+            return _forward_on(chosen, x, w, bias, stride, groups, activation, True)
+        native_cl = _native_cl_ok(x) and (_policy == "native" or _native_cl_forward_ok(x, w, groups))
+        onednn = _onednn_ok(x, w, True)
+        if native_cl or onednn:  # several libraries
+            names = ["torch"] + ["numpy"] * (_policy == "numpy" and _numpy_ok(x))
+            names += ["onednn"] * onednn + ["native"] * native_cl
+            candidates = {
+                name: functools.partial(_forward_on, name, x, w, bias, stride, groups, activation, True)
+                for name in names
+            }
+            return _fastest(key, candidates)
     # one library: no bookkeeping on the way (small layers feel every microsecond)
     name = "numpy" if _policy == "numpy" and _numpy_ok(x) else "torch"
     return _forward_on(name, x, w, bias, stride, groups, activation, channels_last)
