@@ -547,6 +547,7 @@ NATIVE_EDGES = [
     (16, 1024, 30, 7, 7),  # two 7 x 7 images side by side in a panel: tiles inside one, across, partial
     (128, 1024, 20, 3, 3),  # sixteen 3 x 3 images per panel
     (1, 600, 100, 16, 16),  # channels_last: W^T over its copy budget, packed a block at a time
+    (4, 64, 200, 24, 24),  # channels_last: W^T over budget on an input too big for L2: by columns
 ]
 
 
