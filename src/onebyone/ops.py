@@ -760,6 +760,15 @@ def _grad_input_gemm(
     n, k, ho, wo = grad.shape
     c = in_shape[1]
     cg, kg = c // groups, k // groups
+    if (
+        mm is _mm_torch
+        and channels_last
+        and stride == (1, 1)
+        and groups == 1
+        and grad.numel()
+        and math.prod(in_shape) * grad.element_size() < MIN_BYTES
+    ):  # a small result (not from the pool): torch's own allocation, one call, less Python
+        return torch.mm(_matrix(grad, True), w).view(n, ho, wo, c).permute(0, 3, 1, 2)
     gx = _new_output(in_shape, grad, channels_last)
     if stride == (1, 1) and groups == 1 and gx.numel():  # the common case, in one call
         if channels_last:
@@ -811,6 +820,18 @@ def _grad_weight_gemm(
     n, k, ho, wo = grad.shape
     c = x.shape[1]
     cg, kg = c // groups, k // groups
+    if (
+        mm is _mm_torch
+        and stride == (1, 1)
+        and groups == 1
+        and (channels_last or n == 1)
+        and grad.numel()
+        and c
+        and k * c * grad.element_size() < MIN_BYTES
+    ):  # a small result (not from the pool): torch's own allocation, one call, less Python
+        if channels_last:
+            return torch.mm(_matrix(grad, True).t(), _matrix(x, True))  # dY^T (K x NHW) @ X (NHW x C)
+        return torch.mm(grad.view(k, ho * wo), x.view(c, ho * wo).t())  # dY (K x HW) @ X^T (HW x C)
     gw = _new_output((k, cg), grad, False)
     if grad.numel() == 0 or cg == 0:
         return gw.zero_()
