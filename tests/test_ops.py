@@ -812,6 +812,23 @@ def test_pooled_outputs_and_gradients_stay_right_over_many_steps(fresh_pool, lay
     assert fresh_pool.hits >= 3
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_weight_gradients_of_a_mebibyte_come_from_the_pool(fresh_pool, layout):
+    """512 x 512 filters over a few pixels: the output and grad_x are small, grad_W is 1 MiB."""
+    gen = torch.Generator().manual_seed(8)
+    x = _layout(torch.randn(2, 512, 3, 3, generator=gen), layout).requires_grad_()
+    w = (torch.randn(512, 512, 1, 1, generator=gen) / 16).requires_grad_()
+    g = _layout(torch.randn(2, 512, 3, 3, generator=gen), layout)
+    want = torch.einsum("nkp,ncp->kc", g.double().flatten(2), x.detach().double().flatten(2))
+    ptrs = set()
+    for _ in range(3):
+        w.grad = None
+        conv1x1(x, w).backward(g)
+        torch.testing.assert_close(w.grad.double().flatten(1), want, atol=1e-3, rtol=1e-4)
+        ptrs.add(w.grad.data_ptr())
+    assert fresh_pool.hits >= 2 and len(ptrs) == 1  # the freed gradient's block, handed out again
+
+
 def test_outputs_freed_on_another_thread_come_back(fresh_pool):
     import threading
 

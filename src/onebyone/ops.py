@@ -282,9 +282,10 @@ _pool = OutputPool(default_max_bytes())
 def set_output_pool(max_bytes: int) -> int:
     """Cap the memory conv1x1 keeps in freed CPU outputs for reuse; returns the previous cap.
 
-    Outputs (and input gradients) of at least 1 MiB live in blocks that conv1x1 takes back when
-    the tensor's storage is freed and hands out again for the next output of the same size, so a
-    loop does not pay the page faults of fresh memory on every step (on this project's machine
+    Outputs (and the gradients of the input and of the weights) of at least 1 MiB live in blocks
+    that conv1x1 takes back when the tensor's storage is freed and hands out again for the next
+    output of the same size, so a loop does not pay the page faults of fresh memory on every step
+    (on this project's machine
     they cost more than the product itself on large outputs: see ``docs/op.md``). At most
     ``max_bytes`` of freed blocks are kept (default: 1 GiB, or a sixteenth of the machine's memory
     where that is less), the least recently freed given back to the system first; ``0`` turns the
