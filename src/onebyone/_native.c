@@ -28,11 +28,12 @@
 #ifndef GW_OUTER_IMAGES_BYTES
 #define GW_OUTER_IMAGES_BYTES 524288L /* ... when it holds several small images (measured: 128-768 KiB) */
 #endif
-#define CL_GW_TILE 512
+#define CL_GW_TILE 512 /* most pixels per tile of the channels_last grad_weight */
+#define CL_GW_MIN_TILE 128 /* ... and the fewest (measured: 64-192 alike, 16 slower on wide layers) */
 #define GW_KEPT_FLOATS (4L << 20) /* grad_weight's transposed result kept between calls up to 16 MiB */
 #define CL_WORKSPACE_MAX_C 2048 /* channels_last forward by column blocks: a block is C x 32 floats */
 #define CL_COLUMNS_MAX_INPUT 131072.0 /* ... and chosen for inputs up to this many floats (L2) */
-#define GW_DOT_MAX_CHANNELS 100 /* grad_weight (NCHW) as dot products up to K + C channels (measured) */  /* most pixels per tile of the channels_last grad_weight */
+#define GW_DOT_MAX_CHANNELS 100 /* grad_weight (NCHW) as dot products up to K + C channels (measured) */
 #define PFD 512          /* floats ahead that the forward kernel prefetches, per input row (measured) */
 #define FLOPS_PER_THREAD 4000000.0 /* below this a thread costs more than it saves */
 #define PANEL_SHARE 0.08 /* the forward's panels of small images, all threads', at most this share of x */
@@ -481,8 +482,11 @@ static void run_grad_weight_cl(ClGw *j, int threads)
 {
     long nb = 2L * isa.vl;
     long blocks = ((j->K + isa.mrmax - 1) / isa.mrmax) * ((j->C + nb - 1) / nb);
+    /* a tile of both operands (tile x (K + C) floats) in L2, but at least CL_GW_MIN_TILE pixels:
+     * each block of sums is loaded and stored once per tile, and on wide layers the L2 budget alone
+     * gave tiles of 24 pixels (1024 x 1024 at 7 x 7, batch 32: 0.85x of the time with 128) */
     long tile = TILE_BYTES / (long)sizeof(float) / (j->K + j->C > 0 ? j->K + j->C : 1);
-    j->tile = tile < 16 ? 16 : tile > CL_GW_TILE ? CL_GW_TILE : tile;
+    j->tile = tile < CL_GW_MIN_TILE ? CL_GW_MIN_TILE : tile > CL_GW_TILE ? CL_GW_TILE : tile;
     threads = threads_for(2.0 * j->P * j->C * j->K, threads);
     parallel(threads, blocks, cl_gw_range, j);
 }
