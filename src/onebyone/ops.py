@@ -285,12 +285,11 @@ def set_output_pool(max_bytes: int) -> int:
     Outputs (and the gradients of the input and of the weights) of at least 1 MiB live in blocks
     that conv1x1 takes back when the tensor's storage is freed and hands out again for the next
     output of the same size, so a loop does not pay the page faults of fresh memory on every step
-    (on this project's machine
-    they cost more than the product itself on large outputs: see ``docs/op.md``). At most
-    ``max_bytes`` of freed blocks are kept (default: 1 GiB, or a sixteenth of the machine's memory
-    where that is less), the least recently freed given back to the system first; ``0`` turns the
-    pool off and gives back everything it holds. Such tensors cannot be resized in place
-    (``resize_`` to a larger size).
+    (on this project's machine they cost more than the product itself on large outputs: see
+    ``docs/op.md``). At most ``max_bytes`` of freed blocks are kept (default: 1 GiB, or a
+    sixteenth of the machine's memory where that is less), the least recently freed given back to
+    the system first; ``0`` turns the pool off and gives back everything it holds. Such tensors
+    cannot be resized in place (``resize_`` to a larger size).
     """
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
         raise ValueError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
@@ -439,13 +438,6 @@ def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]])
     fastest = min(best, key=best.__getitem__)
     _choices[key] = "torch" if best["torch"] <= 1.05 * best[fastest] else fastest
     return result  # type: ignore[return-value]  # every candidate computes the same thing
-
-
-def _gemm_candidates(like: Tensor, run: Callable[[Matmul], R]) -> dict[str, Callable[[], R]]:
-    out: dict[str, Callable[[], R]] = {"torch": lambda: run(_mm_torch)}
-    if _policy == "numpy" and _numpy_ok(like):
-        out["numpy"] = lambda: run(_mm_numpy)
-    return out
 
 
 # ---------------------------------------------------------------------- strided input
@@ -916,8 +908,9 @@ def _grad_weight_native(grad: Tensor, x: Tensor, groups: int) -> Tensor:
     return gw
 
 
-def _grad_input_native(grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: int, channels_last: bool
-                       ) -> Tensor:
+def _grad_input_native(
+    grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: int, channels_last: bool
+) -> Tensor:
     """grad_x for float32 at stride 1 on the direct kernels, straight from the tensors' pointers: per
     group W_g^T (C/G x K/G) @ dY[n, g] (NCHW) or dY_g (pixels x K/G) @ W_g (channels_last)."""
     n, k, h, wd = grad.shape
