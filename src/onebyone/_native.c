@@ -25,9 +25,7 @@
 #define WIDE_TILE_BYTES 294912L /* ... in a forward over 1024 channels or more of small images */
 #define MAX_THREADS 256
 #define GW_OUTER_BYTES 262144L /* grad_weight's transposed tile of x (128 KiB: slower on 14 x 14 images) */
-#ifndef GW_OUTER_IMAGES_BYTES
 #define GW_OUTER_IMAGES_BYTES 524288L /* ... when it holds several small images (measured: 128-768 KiB) */
-#endif
 #define CL_GW_TILE 512 /* most pixels per tile of the channels_last grad_weight */
 #define CL_GW_MIN_TILE 128 /* ... and the fewest (measured: 64-192 alike, 16 slower on wide layers) */
 #define GW_KEPT_FLOATS (4L << 20) /* grad_weight's transposed result kept between calls up to 16 MiB */
@@ -205,8 +203,8 @@ static float *kept_buffer(const pthread_key_t *key, size_t floats)
 static float *workspace(size_t floats) { return kept_buffer(&ws_key, floats); }
 
 /* The calling thread's scratch for grad_weight's transposed result (K x C floats), kept between
- * calls up to GW_KEPT_FLOATS (a fresh one of megabytes paid its page faults on every call: 2048 x
- * 512 at batch 32, 19 -> 28 ms); a larger one is allocated per call and freed. */
+ * calls up to GW_KEPT_FLOATS, as the workspace is (a fresh one of megabytes can pay its page
+ * faults on every call); a larger one is allocated per call and freed. */
 static float *gw_scratch(size_t floats)
 {
     if (floats > GW_KEPT_FLOATS) return (float *)malloc(floats * sizeof(float));
