@@ -21,6 +21,7 @@ single-process step on the whole batch. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -284,6 +285,16 @@ def _loss(output: Tensor | tuple[Tensor, ...], y: Tensor, smoothing: float) -> t
     return F.cross_entropy(output, y, label_smoothing=smoothing), output
 
 
+# The tensors of the last all-reduces, kept referenced from Python. When gloo's worker thread drops
+# its own reference to a finished all-reduce after Python has let go of the tensor, it hands the
+# tensor's Python object back through the GIL from that thread; if the interpreter is shutting down
+# by then, the thread is ended inside a C++ destructor and the process aborts
+# ("terminate called without an active exception"). gloo's threads keep their last piece of work
+# until the process group is destroyed, so the tensors are kept here until after that (the end of
+# `train`), and released by the main thread.
+_REDUCED: collections.deque[Tensor] = collections.deque(maxlen=8)
+
+
 @dataclass
 class _Dist:
     rank: int = 0
@@ -301,7 +312,8 @@ class _Dist:
 
             moved = t.to(_reduce_device())
             dist.all_reduce(moved)
-            t = moved.cpu()
+            _REDUCED.append(moved)  # see _REDUCED
+            t = moved.cpu().clone()
         return t
 
 
@@ -492,9 +504,15 @@ def train(
             return _train(config, out, resume, progress, log, dataset, dist)
     finally:
         if dist.active:
+            import gc
+
             import torch.distributed as tdist
 
             if tdist.is_initialized():
+                # the process group lives as long as the DDP wrapper, which sits in reference cycles:
+                # collected now, the group's worker threads are joined here, while every tensor they
+                # still hold is owned by Python (see _REDUCED), not during the interpreter's shutdown
+                gc.collect()
                 tdist.destroy_process_group()
 
 
