@@ -37,26 +37,17 @@ def _runners(shape: Shape, cl: bool, seed: int = 0) -> dict[str, dict[str, Calla
     ho, wo = shape.out_hw
     g = torch.randn(shape.n, shape.k, ho, wo, generator=gen).contiguous(memory_format=fmt)
     st, grp = (shape.stride, shape.stride), shape.groups
-    native_mm = ops._mm_native_cl if cl else ops._mm_native
-    native_gw = ops._grad_weight_native_cl if cl else ops._grad_weight_native
 
-    def forward(mm: ops.Matmul) -> Callable[[], object]:
-        return lambda: ops._forward_gemm(mm, x, w, st, grp, cl)
-
-    def grad_input(mm: ops.Matmul) -> Callable[[], object]:
-        return lambda: ops._grad_input_gemm(mm, g, w, tuple(x.shape), st, grp, cl)
-
-    out = {
-        "forward": {"native": forward(native_mm), "blas": forward(ops._mm_torch)},
-        "grad_input": {"native": grad_input(ops._mm_native_cl if cl else ops._mm_native_gx),
-                       "blas": grad_input(ops._mm_torch)},
-    }
-    if st == (1, 1):  # the native grad_weight takes unit strides only
-        out["grad_weight"] = {
-            "native": lambda: native_gw(g, x, grp),
-            "blas": lambda: ops._grad_weight_gemm(ops._mm_torch, g, x, st, grp, cl),
+    def passes(name: str) -> dict[str, Callable[[], object]]:  # each pass as conv1x1 runs it there
+        return {
+            "forward": lambda: ops._forward_on(name, x, w, None, st, grp, None, cl),
+            "grad_input": lambda: ops._grad_input_on(name, g, x, w, st, grp, cl),
+            "grad_weight": lambda: ops._grad_weight_on(name, g, x, w, st, grp, cl),
         }
-    return out
+
+    native, blas = passes("native"), passes("torch")
+    names = PASSES if st == (1, 1) else PASSES[:2]  # the native grad_weight takes unit strides only
+    return {p: {"native": native[p], "blas": blas[p]} for p in names}
 
 
 def _time(fns: dict[str, Callable[[], object]], repeats: int, min_s: float) -> dict[str, float]:

@@ -48,3 +48,14 @@ def test_native_details_sections_run():
     assert out.count("GFLOP/s") == 3
     assert "on PyTorch's OpenMP workers" in out or "PyTorch has no OpenMP runtime here" in out
     assert "threads of their own: alone" in out
+
+
+@pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
+def test_native_builds_compares_a_variant_with_the_control():
+    out = _run("benchmarks/native_builds.py", "-D", "GW_OUTER_BYTES=131072L", "--shapes", "seed/10x32x32*",
+               "--passes", "grad_weight", "--repeats", "1", "--min-sample-ms", "1")
+    assert "GW_OUTER_BYTES=131072L / control" in out and "control copy / control" in out
+    assert "| seed/10x32x32->4/b1 | grad_weight |" in out
+    bad = subprocess.run([sys.executable, "benchmarks/native_builds.py", "-D", "no-equals"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert bad.returncode == 2 and "expected NAME=VALUE" in bad.stderr

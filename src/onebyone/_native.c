@@ -20,19 +20,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The tunable sizes (those under #ifndef) can be set at build time with -DNAME=VALUE:
+ * benchmarks/native_builds.py compares such builds side by side. */
+#ifndef KCMAX
 #define KCMAX 256       /* input channels per chunk of the forward loop nest */
+#endif
+#ifndef TILE_BYTES
 #define TILE_BYTES 196608L /* a pixel tile of the input (chunk x tile floats) fits in L2 */
+#endif
+#ifndef WIDE_TILE_BYTES
 #define WIDE_TILE_BYTES 294912L /* ... in a forward over 1024 channels or more of small images */
+#endif
 #define MAX_THREADS 256
+#ifndef GW_OUTER_BYTES
 #define GW_OUTER_BYTES 262144L /* grad_weight's transposed tile of x (128 KiB: slower on 14 x 14 images) */
+#endif
+#ifndef GW_OUTER_IMAGES_BYTES
 #define GW_OUTER_IMAGES_BYTES 524288L /* ... when it holds several small images (measured: 128-768 KiB) */
+#endif
 #define CL_GW_TILE 512 /* most pixels per tile of the channels_last grad_weight */
+#ifndef CL_GW_MIN_TILE
 #define CL_GW_MIN_TILE 128 /* ... and the fewest (measured: 64-192 alike, 16 slower on wide layers) */
+#endif
 #define GW_KEPT_FLOATS (4L << 20) /* grad_weight's transposed result kept between calls up to 16 MiB */
 #define CL_WORKSPACE_MAX_C 2048 /* channels_last forward by column blocks: a block is C x 32 floats */
 #define CL_COLUMNS_MAX_INPUT 131072.0 /* ... and chosen for inputs up to this many floats (L2) */
 #define GW_DOT_MAX_CHANNELS 100 /* grad_weight (NCHW) as dot products up to K + C channels (measured) */
+#ifndef PFD
 #define PFD 512          /* floats ahead that the forward kernel prefetches, per input row (measured) */
+#endif
 #define FLOPS_PER_THREAD 4000000.0 /* below this a thread costs more than it saves */
 #define PANEL_SHARE 0.08 /* the forward's panels of small images, all threads', at most this share of x */
 
