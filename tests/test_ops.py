@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -850,3 +852,46 @@ def test_pooled_outputs_serialise_and_share_like_any_tensor(fresh_pool, tmp_path
     y.share_memory_()
     assert y.is_shared() and torch.equal(y, expected)
     assert torch.equal(torch.from_numpy(y.numpy()), expected)
+
+
+def test_the_pool_tells_its_blocks_from_mallocs(fresh_pool):
+    y = fresh_pool.empty((2, 64, 32, 64), torch.float32, True)  # 1 MiB, channels_last
+    assert fresh_pool.lent(y) and fresh_pool.lent(y[1:])  # a view of the block is in it too
+    assert not fresh_pool.lent(torch.empty(2, 64, 32, 64)) and not fresh_pool.lent(y.clone())
+    address = y.untyped_storage().data_ptr()
+    del y  # the block goes back: its address is free for anyone
+    assert address not in fresh_pool._lent
+
+
+@pytest.fixture
+def timed_choices():
+    before = ops.set_backend("auto")
+    yield
+    ops.set_backend(before)
+
+
+@pytest.mark.parametrize(("price", "winner"), [(0.0, "onednn"), (1e-6, "torch")])
+def test_the_timing_charges_results_in_fresh_pages(fresh_pool, timed_choices, monkeypatch, price, winner):
+    # a loop pays the page faults of a result malloc maps afresh (over 32 MiB) on every call; the
+    # first-call timing charges them at the machine's measured price (here set: 1 us a byte makes
+    # them dwarf the pooled candidate's 2 ms)
+    monkeypatch.setattr(ops, "_fault_price", price)
+    shape = (1, 9, 1 << 10, 1 << 10)  # 36 MiB of float32
+
+    def pooled() -> torch.Tensor:
+        time.sleep(2e-3)
+        return ops._new_output(shape, torch.empty(0), False)
+
+    candidates = {"torch": pooled, "onednn": lambda: torch.empty(shape)}
+    key = ("test-fresh-pages", price)
+    try:
+        ops._fastest(key, candidates)
+        assert ops.chosen_backends()[key] == winner
+    finally:
+        ops._choices.pop(key, None)
+
+
+def test_the_fault_price_is_measured(monkeypatch):
+    monkeypatch.setattr(ops, "_fault_price", None)
+    price = ops._fault_seconds_per_byte()
+    assert 0 <= price < 1e-6 and ops._fault_price == price  # under 4 ms a page; then kept

@@ -50,6 +50,7 @@ class OutputPool:
         self._lock = threading.RLock()  # finalisers may run on any thread, even inside empty()
         self.hits = 0  # outputs served from a freed block
         self.misses = 0  # outputs that needed a new block
+        self._lent: set[int] = set()  # addresses of the blocks held by live tensors
         if hasattr(os, "register_at_fork"):  # a child must not inherit a lock held by another thread
             os.register_at_fork(after_in_child=self._reset_lock)
 
@@ -86,8 +87,13 @@ class OutputPool:
                     return block
         return None
 
-    def _give_back(self, size: int, block: mmap.mmap) -> None:
+    def lent(self, t: Tensor) -> bool:
+        """Whether t's memory is one of this pool's blocks (mapped already when it was handed out)."""
+        return t.is_cpu and t.untyped_storage().data_ptr() in self._lent
+
+    def _give_back(self, size: int, block: mmap.mmap, address: int) -> None:
         with self._lock:
+            self._lent.discard(address)
             if size > self.max_bytes:
                 block.close()
                 return
@@ -116,9 +122,12 @@ class OutputPool:
         else:
             self.hits += 1
         view = memoryview(block)
-        done = weakref.finalize(view, self._give_back, size, block)
-        done.atexit = False
         flat = torch.frombuffer(view, dtype=dtype, count=numel)
+        address = flat.data_ptr()
+        with self._lock:
+            self._lent.add(address)
+        done = weakref.finalize(view, self._give_back, size, block, address)
+        done.atexit = False
         del view  # the storage holds the only reference now: the block comes back when it dies
         if channels_last:
             n, c, h, w = shape
