@@ -174,6 +174,30 @@ def test_non_contiguous_input_is_accepted():
     torch.testing.assert_close(y, _expected(sliced, weight, bias, (1, 2), 1, None))
 
 
+@pytest.mark.parametrize("weight_dims", [4, 2])
+def test_gradients_reach_sliced_and_transposed_tensors(weight_dims):
+    # the autograd function takes the caller's weight itself (a 2-D or 4-D leaf, or a transposed
+    # view, packed inside): its gradient comes back in the caller's shape, nothing in between
+    gen = torch.Generator().manual_seed(5)
+    big = torch.randn(2, 6, 8, 9, dtype=torch.float64, generator=gen, requires_grad=True)
+    wt = torch.randn(6, 4, dtype=torch.float64, generator=gen, requires_grad=True)  # C x K
+    weight = wt.t() if weight_dims == 2 else wt.t()[:, :, None, None]  # neither is contiguous
+    x = big[:, :, 1:7, ::2]
+    y = conv1x1(x, weight)
+    into_weight = y.grad_fn.next_functions[1][0].name()
+    assert into_weight == ("TBackward0" if weight_dims == 2 else "UnsqueezeBackward0")
+    g = torch.randn(y.shape, dtype=torch.float64, generator=gen)
+    y.backward(g)
+    want_big, want_wt = torch.autograd.grad(F.conv2d(x, wt.t()[:, :, None, None]), (big, wt), g)
+    torch.testing.assert_close(big.grad, want_big)
+    torch.testing.assert_close(wt.grad, want_wt)
+    leaf = torch.randn(4, 6, 1, 1, dtype=torch.float64, generator=gen, requires_grad=True)
+    y = conv1x1(x.detach(), leaf)
+    assert y.grad_fn.next_functions[1][0].name() == "torch::autograd::AccumulateGrad"  # no view node
+    y.backward(g)
+    assert leaf.grad.shape == leaf.shape
+
+
 def test_input_is_left_untouched():
     x, weight, bias = _random_case(2, 4, 3, 1, 5, 5, torch.float32, 2)
     before = (x.clone(), weight.clone(), bias.clone())
