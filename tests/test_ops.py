@@ -919,3 +919,52 @@ def test_the_fault_price_is_measured(monkeypatch):
     monkeypatch.setattr(ops, "_fault_price", None)
     price = ops._fault_seconds_per_byte()
     assert 0 <= price < 1e-6 and ops._fault_price == price  # under 4 ms a page; then kept
+
+
+@pytest.mark.parametrize(("price", "winner"), [(0.0, "onednn"), (1e-6, "torch")])
+def test_a_choice_paying_page_faults_gives_way(fresh_pool, timed_choices, monkeypatch, price, winner):
+    # "onednn" returns 4 MiB in a fresh mapping each call (as malloc may): faster when timed, but its
+    # page faults are counted call by call and, at 1 us a byte, cost more than its lead
+    import mmap
+
+    monkeypatch.setattr(ops, "_fault_price", price)
+
+    def pooled() -> torch.Tensor:
+        time.sleep(20e-3)
+        return ops._new_output((1, 1 << 20), torch.empty(0), False)
+
+    def fresh() -> torch.Tensor:
+        t = torch.frombuffer(mmap.mmap(-1, 4 << 20), dtype=torch.float32)
+        return t.fill_(1.0)  # every page faults in
+
+    candidates = {"torch": pooled, "onednn": fresh}
+    key = ("test-watch", price)
+    try:
+        ops._fastest(key, candidates)
+        assert ops.chosen_backends()[key] == "onednn" and key in ops._watched
+        for _ in range(ops._WATCH_CALLS):
+            ops._fastest(key, candidates)
+        assert ops.chosen_backends()[key] == winner
+        assert (key in ops._watched) == (winner == "onednn")  # watched for as long as it is the choice
+    finally:
+        ops._choices.pop(key, None)
+        ops._watched.pop(key, None)
+
+
+@pytest.mark.skipif(not ops._HAS_ONEDNN, reason="oneDNN is not in this PyTorch build")
+def test_watched_channels_last_passes_stay_right(fresh_pool, timed_choices):
+    # whatever the watch decides, each pass on its (possibly new) library computes the same values
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(8, 64, 24, 24, generator=gen).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(64, 64, 1, 1, generator=gen) / 8).requires_grad_(True)
+    x.requires_grad_(True)
+    want = F.conv2d(x, w)
+    g = torch.randn(want.shape, generator=gen).contiguous(memory_format=torch.channels_last)
+    want_x, want_w = torch.autograd.grad(want, (x, w), g)
+    for _ in range(ops._WATCH_CALLS + 2):
+        x.grad = w.grad = None
+        y = conv1x1(x, w)
+        y.backward(g)
+        torch.testing.assert_close(y, want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(x.grad, want_x, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(w.grad, want_w, atol=1e-3, rtol=1e-4)

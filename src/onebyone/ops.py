@@ -23,10 +23,12 @@ Other dtypes run on PyTorch's BLAS (and oneDNN, timed, for channels_last).
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import mmap
 import os
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -37,6 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._pool import MIN_BYTES, OutputPool, default_max_bytes
+
+try:
+    import resource
+except ImportError:  # not on Windows: the choices are then never watched (see _watching)
+    resource = None  # type: ignore[assignment]
 
 try:
     from onebyone import _native
@@ -273,6 +280,7 @@ def set_backend(name: str = "auto") -> str:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     before, _policy = _policy, name
     _choices.clear()
+    _watched.clear()
     return before
 
 
@@ -455,6 +463,44 @@ def _fresh_cost(result: object) -> float:
     return fresh * _fault_seconds_per_byte() if fresh else 0.0
 
 
+def _malloced(result: object) -> bool:
+    """Whether any of the result(s) is big enough for the pool (>= MIN_BYTES) but came from malloc."""
+    return any(
+        isinstance(t, Tensor) and t.is_cpu and t.untyped_storage().nbytes() >= MIN_BYTES and not _pool.lent(t)
+        for t in (result if isinstance(result, tuple) else (result,))
+    )
+
+
+# Below that line malloc may or may not hand a result out in fresh pages, depending on what the
+# calls around it freed: GoogLeNet's 64x56x56->64 at batch 32 channels_last runs every pass on
+# oneDNN (4.5-5 ms each), whose 25.7 MB forward and grad_input results never fault in a loop of
+# forwards and fault in every step of a forward+backward loop (12,512 faults, about 12 ms a step).
+# So a choice whose results come from malloc is watched in the caller's own loop, for as long as
+# it stays the choice (a loop of forwards may turn into training): the page faults of each call
+# are counted (getrusage, about 1 us), and once the median of the last _WATCH_CALLS calls would
+# cost more than the lead the choice had over the fastest candidate with pooled results, that
+# one takes its place for good.
+_WATCH_CALLS = 3
+# key -> (the pooled candidate, seconds it was behind, page faults of the last calls)
+_watched: dict[tuple[object, ...], tuple[str, float, collections.deque[int]]] = {}
+
+
+def _watching(key: tuple[object, ...], call: Callable[[], R]) -> R:
+    """call(), the choice for key, with the page faults it pays counted (see _WATCH_CALLS)."""
+    watch = _watched.get(key)
+    if watch is None or resource is None:
+        return call()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    result = call()
+    fallback, behind, faults = watch
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    if len(faults) == _WATCH_CALLS:
+        paid = statistics.median(faults) * mmap.PAGESIZE * _fault_seconds_per_byte()
+        if paid > behind and _watched.pop(key, None) is not None:
+            _choices[key] = fallback
+    return result
+
+
 def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]]) -> R:
     """Run the fastest candidate for this key (see _choice_key): all timed on first sight, the winner
     remembered."""
@@ -465,7 +511,7 @@ def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]])
         return candidates["torch"]()
     chosen = _choices.get(key)
     if chosen is not None:
-        return candidates[chosen]()
+        return _watching(key, candidates[chosen]) if _watched and key in _watched else candidates[chosen]()
     names = list(candidates)
     result = None
     best: dict[str, float] = {}
@@ -477,14 +523,23 @@ def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]])
     # the minimum is the estimate least disturbed by whatever else the machine is doing
     rounds = min(10, max(3, math.ceil(5e-3 / max(min(best.values()), 1e-6))))
     best = dict.fromkeys(names, math.inf)
+    bare = dict.fromkeys(names, math.inf)  # without the charge for fresh pages
+    malloced: dict[str, bool] = {}
     for r in range(rounds):
         for name in names if r % 2 else reversed(names):
             t0 = time.perf_counter()
             result = candidates[name]()
-            best[name] = min(best[name], time.perf_counter() - t0 + _fresh_cost(result))
+            took = time.perf_counter() - t0
+            bare[name] = min(bare[name], took)
+            best[name] = min(best[name], took + _fresh_cost(result))
+            malloced[name] = _malloced(result)
     # a tie goes to PyTorch's own kernels: they share one thread pool with everything around them
     fastest = min(best, key=best.__getitem__)
-    _choices[key] = "torch" if best["torch"] <= 1.05 * best[fastest] else fastest
+    chosen = _choices[key] = "torch" if best["torch"] <= 1.05 * best[fastest] else fastest
+    pooled = [name for name in names if not malloced[name]]
+    if malloced[chosen] and pooled:
+        fallback = min(pooled, key=best.__getitem__)
+        _watched[key] = (fallback, bare[fallback] - bare[chosen], collections.deque(maxlen=_WATCH_CALLS))
     return result  # type: ignore[return-value]  # every candidate computes the same thing
 
 
@@ -759,6 +814,9 @@ def _forward(
         key = _choice_key("forward", x, True, *x.shape, k, stride, groups)
         chosen = _choices.get(key) if _policy == "auto" else None
         if chosen is not None:  # the common case after the first call: straight there
+            if _watched and key in _watched:
+                call = functools.partial(_forward_on, chosen, x, w, bias, stride, groups, activation, True)
+                return _watching(key, call)
             return _forward_on(chosen, x, w, bias, stride, groups, activation, True)
         native_cl = _native_cl_ok(x) and (_policy == "native" or _native_cl_forward_ok(x, w, groups))
         onednn = _onednn_ok(x, w, True)
@@ -1052,6 +1110,8 @@ def _pass_on(
     key = _choice_key(pass_, grad, channels_last, *x.shape, w.shape[0], stride, groups)
     chosen = _choices.get(key)
     if chosen is not None:
+        if _watched and key in _watched:
+            return _watching(key, functools.partial(run, chosen, grad, x, w, stride, groups, channels_last))
         return run(chosen, grad, x, w, stride, groups, channels_last)
     cands = {name: functools.partial(run, name, grad, x, w, stride, groups, channels_last) for name in names}
     return _fastest(key, cands)
