@@ -261,19 +261,20 @@ _choices: dict[tuple[object, ...], str] = {}
 def set_backend(name: str = "auto") -> str:
     """Choose the library conv1x1 runs on for CPU tensors; returns the previous choice.
 
-    ``"auto"`` (the default) runs float32 NCHW passes on onebyone's own kernels where a rule
-    measured on the shape suite says they win (most layers below 1024 channels, down to 7 x 7
-    images: see ``docs/op.md``); for channels_last it times the candidates that apply (PyTorch's
-    BLAS; the native kernels for float32; oneDNN for float32/bfloat16 when its copy of the weights
-    fits) on the first call of each shape and keeps the fastest; everything else runs on PyTorch's
-    BLAS. ``"rule"`` is ``"auto"`` without the timing: NCHW float32 on the same rule, everything
-    else on PyTorch's BLAS, so that two runs on one machine with one thread count compute the same
-    bits (training uses it). ``"torch"``, ``"numpy"``, ``"onednn"`` or ``"native"`` force one
-    wherever it applies (NumPy: float32 and float64, never chosen by ``"auto"``: its threads and
-    PyTorch's fight over the cores after every switch; oneDNN: channels_last float32/bfloat16 with
-    weights at most 9% of the input's size; native: float32 on the CPU when the kernels were
-    built, see :func:`native_isa`), with PyTorch's BLAS everywhere else. CUDA tensors always run
-    on PyTorch's own kernels.
+    ``"auto"`` (the default) runs float32 NCHW passes on onebyone's own kernels where a rule measured on the
+    shape suite says they win (most layers below 1024 channels, down to 7 x 7 images: see ``docs/op.md``); for
+    channels_last it times the candidates that apply (PyTorch's BLAS; the native kernels for float32; oneDNN
+    for float32/bfloat16 when its copy of the weights fits) on the first call of each shape and keeps the
+    fastest (charging each the page faults its results would pay in a loop, and watching a choice whose
+    results come from malloc: one that does pay them gives way to the fastest candidate writing into conv1x1's
+    pool of outputs); everything else runs on PyTorch's BLAS. ``"rule"`` is ``"auto"`` without the timing:
+    NCHW float32 on the same rule, everything else on PyTorch's BLAS, so that two runs on one machine with one
+    thread count compute the same bits (training uses it). ``"torch"``, ``"numpy"``, ``"onednn"`` or
+    ``"native"`` force one wherever it applies (NumPy: float32 and float64, never chosen by ``"auto"``: its
+    threads and PyTorch's fight over the cores after every switch; oneDNN: channels_last float32/bfloat16 with
+    weights at most 9% of the input's size; native: float32 on the CPU when the kernels were built, see
+    :func:`native_isa`), with PyTorch's BLAS everywhere else. CUDA tensors always run on PyTorch's own
+    kernels.
     """
     global _policy
     if name not in BACKENDS:
