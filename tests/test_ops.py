@@ -604,6 +604,20 @@ def test_native_kernels_at_their_edges(native, n, c, k, h, w, activation, layout
 
 
 @needs_native
+@pytest.mark.parametrize(
+    ("n", "c", "k", "h", "w", "stride"),
+    [(4, 64, 40, 30, 30, 2), (1, 64, 24, 64, 64, (2, 3))],  # whole images a block; rows of one image
+)
+def test_native_strided_channels_last_gradients_over_many_blocks(native, n, c, k, h, w, stride):
+    # the kept pixels are gathered a block at a time (1/12 of the input) and each block's weight
+    # gradient is added in place by the kernel: here 4 blocks each way
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    _, blocks = ops._blocks(torch.empty(n, c, h, w), n, -(-h // sh), c * -(-w // sw))
+    assert len(blocks) >= 3
+    _check_native_case(n, c, k, h, w, None, "channels_last", stride=stride)
+
+
+@needs_native
 @pytest.mark.parametrize("isa", ["avx2", "base"])
 def test_every_instruction_set_build_is_right(native, isa):
     """The AVX2 and baseline builds (other machines' kernels) checked here too, where the CPU runs them."""

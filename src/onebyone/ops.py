@@ -749,20 +749,36 @@ def _mm_native_cl(a: Tensor, b: Tensor, out: Tensor) -> None:
     )  # fmt: skip
 
 
-def _grad_weight_native_cl(grad: Tensor, x: Tensor, groups: int) -> Tensor:
-    """grad_W for channels_last float32, stride 1: sums over every pixel of the batch, per group."""
-    n, k, h, wd = grad.shape
+def _grad_weight_native_cl(grad: Tensor, x: Tensor, stride: tuple[int, int], groups: int) -> Tensor:
+    """grad_W for channels_last float32: sums over every kept pixel of the batch, per group. With a
+    stride the kept pixels are gathered block by block (as _grad_weight_gemm does) and each block's
+    sums are added into grad_W by the kernel itself: no scratch, no separate add."""
+    n, k, ho, wo = grad.shape
     c = x.shape[1]
     cg, kg = c // groups, k // groups
     gw = _new_output((k, cg), grad, False)
     size, threads = grad.element_size(), torch.get_num_threads()
-    for g in range(groups):
-        _native.grad_weight_cl(
-            grad.data_ptr() + g * kg * size, k,
-            x.data_ptr() + g * cg * size, c,
-            gw.data_ptr() + g * kg * cg * size, cg,
-            n * h * wd, kg, cg, 0, threads,
-        )  # fmt: skip
+
+    def add(g_ptr: int, x_ptr: int, x_row: int, pixels: int, accumulate: int) -> None:
+        for g in range(groups):
+            _native.grad_weight_cl(
+                g_ptr + g * kg * size, k,
+                x_ptr + g * cg * size, x_row,
+                gw.data_ptr() + g * kg * cg * size, cg,
+                pixels, kg, cg, accumulate, threads,
+            )  # fmt: skip
+
+    if stride == (1, 1):
+        add(grad.data_ptr(), x.data_ptr(), c, n * ho * wo, 0)
+        return gw
+    gm = _matrix(grad, True)
+    rows, blocks = _blocks(x, n, ho, c * wo)
+    if not blocks:  # an empty batch
+        return gw.zero_()
+    buf = x.new_empty(rows * wo * c)
+    for i, blk in enumerate(blocks):
+        xb = _pack(x, buf, blk, stride, wo, True)  # pixels x C
+        add(_block_rows(gm, blk, ho, wo, True).data_ptr(), xb.data_ptr(), c, xb.shape[0], int(i > 0))
     return gw
 
 
@@ -1086,8 +1102,10 @@ def _grad_weight_on(
     """grad_W on one named library."""
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 1)
+    if name == "native" and channels_last:
+        return _grad_weight_native_cl(grad, x, stride, groups)
     if name == "native":
-        return (_grad_weight_native_cl if channels_last else _grad_weight_native)(grad, x, groups)
+        return _grad_weight_native(grad, x, groups)
     mm = _mm_numpy if name == "numpy" else _mm_torch
     return _grad_weight_gemm(mm, grad, x, stride, groups, channels_last)
 
@@ -1140,7 +1158,7 @@ def _grad_weight(
         return _grad_weight_native(grad, x, groups)
     names = ["torch"] + ["numpy"] * (_policy == "numpy" and _numpy_ok(grad))
     names += ["onednn"] * _onednn_ok(x, w, channels_last)
-    names += ["native"] * (channels_last and stride == (1, 1) and _native_cl_ok(grad))
+    names += ["native"] * (channels_last and _native_cl_ok(grad))
     return _pass_on("grad_weight", _grad_weight_on, names, grad, x, w, stride, groups, channels_last)
 
 
