@@ -46,7 +46,7 @@ def _runners(shape: Shape, cl: bool, seed: int = 0) -> dict[str, dict[str, Calla
         }
 
     native, blas = passes("native"), passes("torch")
-    names = PASSES if st == (1, 1) else PASSES[:2]  # the native grad_weight takes unit strides only
+    names = PASSES if st == (1, 1) or cl else PASSES[:2]  # NCHW's native grad_weight: unit strides only
     return {p: {"native": native[p], "blas": blas[p]} for p in names}
 
 
