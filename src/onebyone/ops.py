@@ -1189,8 +1189,8 @@ class _Conv1x1Function(torch.autograd.Function):
     ) -> Tensor:
         # weight: the caller's tensor (K x C/g x 1 x 1 or K x C/g), the input whose gradient is
         # returned; w: the same values as K x C/g with contiguous rows, detached, what is computed
-        # with. A view of weight made outside would put a view node into the graph (8 us of the
-        # seed's 10x32x32->4 forward+backward here).
+        # with. A view of weight made outside would put a view node into the graph (3 us of the
+        # seed's 10x32x32->4 forward+backward here, 70.4 against 67.4 us interleaved).
         y = _forward(x, w, bias, stride, groups, activation, channels_last)
         ctx.save_for_backward(x, w, y if activation is not None else None)
         ctx.conf = (stride, groups, activation, bias is not None, channels_last, weight.shape)
