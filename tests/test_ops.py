@@ -572,6 +572,8 @@ NATIVE_EDGES = [
     (24, 2048, 5, 7, 7),  # the same over three 7 x 7 images per item, eight channel chunks
     (16, 1024, 30, 7, 7),  # two 7 x 7 images side by side in a panel: tiles inside one, across, partial
     (128, 1024, 20, 3, 3),  # sixteen 3 x 3 images per panel
+    (1, 700, 130, 7, 7),  # one 7 x 7 image: threads take slices of 72 + 58 outputs (a part block), 3 chunks
+    (1, 2048, 250, 3, 3),  # ... of a staged 3 x 3 image, 250 outputs (and 2048 summed in grad_input)
     (1, 600, 100, 16, 16),  # channels_last: W^T over its copy budget, packed a block at a time
     (4, 64, 200, 24, 24),  # channels_last: W^T over budget on an input too big for L2: by columns
 ]

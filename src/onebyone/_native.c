@@ -50,6 +50,12 @@
 #define PFD 512          /* floats ahead that the forward kernel prefetches, per input row (measured) */
 #endif
 #define FLOPS_PER_THREAD 4000000.0 /* below this a thread costs more than it saves */
+#ifndef PACK_MIN_PIXELS
+#define PACK_MIN_PIXELS 96 /* weight blocks 4 KiB apart are copied for items of at least this many pixels */
+#endif
+#ifndef KSPLIT
+#define KSPLIT 1 /* the forward may share out output channels when all pixels are one tile (0: never) */
+#endif
 #define PANEL_SHARE 0.08 /* the forward's panels of small images, all threads', at most this share of x */
 
 typedef struct {
@@ -62,6 +68,7 @@ typedef struct {
     long kc, nc, ng;              /* input channels per chunk, pixels per tile, images per group */
     int pack;                     /* copy each block of weights before use (else read in place) */
     long panel;                   /* > 0: small images side by side in a panel this many floats wide */
+    long kslice;                  /* > 0: items are slices of this many output channels (all pixels) */
     double base;                  /* floats of the op's input, which bounds the panels' memory */
     int failed;                   /* a thread could not get its staging buffer */
 } Fwd;
@@ -375,10 +382,23 @@ static int run_forward(Fwd *j, int threads)
     }
     j->panel = width;
     j->ng = ng;
+    /* every pixel of the batch in one tile (single small images: 7 x 7 at batch 1), yet cut into
+     * pixel tiles for the threads: each thread then streams all the weights for a few pixels and
+     * one gets the ragged end (832x7x7 -> 384 at batch 1: 1.34x from the second thread). The
+     * threads take slices of the output channels instead, the whole image each: */
+    j->kslice = 0;
+    long items = (j->N + ng - 1) / ng * per_image;
+    if (KSPLIT && !width && threads > 1 && j->N * j->P <= budget && j->K >= 2L * isa.mrmax * threads) {
+        j->nc = nc = j->P;
+        j->ng = ng = j->N;
+        long blocks = (j->K + isa.mrmax - 1) / isa.mrmax;
+        j->kslice = (blocks + threads - 1) / threads * isa.mrmax;
+        items = (j->K + j->kslice - 1) / j->kslice;
+    }
     long item_pixels = ng * (j->P < nc ? j->P : nc);
-    j->pack = j->wc == 1 && j->wk % 1024 == 0 && item_pixels >= 96;
+    j->pack = j->wc == 1 && j->wk % 1024 == 0 && item_pixels >= PACK_MIN_PIXELS;
     j->failed = 0;
-    parallel(threads, (j->N + ng - 1) / ng * per_image, fwd_range, j);
+    parallel(threads, items, fwd_range, j);
     return j->failed ? -1 : 0;
 }
 

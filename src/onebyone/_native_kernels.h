@@ -240,7 +240,11 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
         if (!xbuf) return -1;
     }
     long tiles = (j->P + j->nc - 1) / j->nc;
-    for (long it = i0; it < i1; it++) {
+    for (long item = i0; item < i1; item++) {
+        long klo = 0, khi = j->K, it = item;
+        if (j->kslice) { /* a slice of the output channels over every pixel (one tile) */
+            klo = item * j->kslice, khi = klo + j->kslice < j->K ? klo + j->kslice : j->K, it = 0;
+        }
         long n0 = it / tiles * j->ng, n1 = n0 + j->ng < j->N ? n0 + j->ng : j->N;
         long p0 = (it % tiles) * j->nc, p1 = p0 + j->nc < j->P ? p0 + j->nc : j->P;
         long full = p0 + (p1 - p0) / NB * NB, half = p1 - full >= VL ? VL : 0, tail = full + half;
@@ -248,8 +252,8 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
         for (long c0 = 0; c0 < j->C; c0 += j->kc) {
             long nck = j->C - c0 < j->kc ? j->C - c0 : j->kc;
             int first = c0 == 0, last = c0 + nck >= j->C;
-            for (long k0 = 0; k0 < j->K; k0 += MRMAX) {
-                int mr = (int)(j->K - k0 < MRMAX ? j->K - k0 : MRMAX);
+            for (long k0 = klo; k0 < khi; k0 += MRMAX) {
+                int mr = (int)(khi - k0 < MRMAX ? khi - k0 : MRMAX);
                 long wrs, wis;
                 const float *wb = NAME(weight_block)(j, k0, c0, mr, nck, wpack, &wrs, &wis);
                 const float *b = j->bias ? j->bias + k0 : NULL;

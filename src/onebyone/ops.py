@@ -383,7 +383,7 @@ _NATIVE_FWD_MAX_SUM, _NATIVE_FWD_MIN_OUT = 960, 64  # forward below 28 x 28 (dow
 _NATIVE_GX_MIN_PIXELS = 196  # grad_input from 14 x 14
 _NATIVE_GW_DOT_CHANNELS = 100  # K + C: grad_weight's dot-product form (the C side's own threshold)
 _NATIVE_MIN_BATCH = 8  # "on batches": measured at 32
-_NATIVE_GX_MIN_WIDE = 512  # grad_input down to 7 x 7 on single images when summing >= 512 into >= 512
+_NATIVE_GX_MIN_WIDE = 384  # grad_input down to 7 x 7 on single images when summing >= 384 into >= 384
 
 
 def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bool) -> bool:
@@ -407,7 +407,7 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
             large
             or pixels >= _NATIVE_GX_MIN_PIXELS
             or (pixels >= 49 and n >= _NATIVE_MIN_BATCH and min(c, k) >= _NATIVE_FWD_MIN_OUT)
-            or (pixels >= 49 and min(c, k) >= _NATIVE_GX_MIN_WIDE)  # 7 x 7, >= 512 each way: 1.1-1.4x
+            or (pixels >= 49 and min(c, k) >= _NATIVE_GX_MIN_WIDE)  # 7 x 7, >= 384 each way: 1.1-1.5x
         )
     if c + k <= _NATIVE_GW_DOT_CHANNELS:
         return True
