@@ -398,6 +398,8 @@ def markdown(report: dict[str, Any]) -> str:
                     "vs best peer"]
             if memory is not None and mode == "forward":
                 head.append("extra mem % of input")
+            if layout == "channels_last":
+                head.append("conv1x1 on")
             lines.append("| " + " | ".join(head) + " |")
             lines.append("|" + "---|" * len(head))
             for r in rows:
@@ -411,6 +413,8 @@ def markdown(report: dict[str, Any]) -> str:
                     m = memory.get(f"{r['shape']}|{layout}|conv1x1")
                     share = None if m is None else m["extra_bytes"] / r["input_bytes"]
                     cells.append("-" if share is None else f"{100 * share:.1f}%")
+                if layout == "channels_last":
+                    cells.append(str(r.get("conv1x1_on") or "-"))
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
     summary: dict[str, dict[str, float]] = report["summary"]
@@ -448,6 +452,23 @@ def _script_name() -> str:
     return here.relative_to(here.parent.parent).as_posix()
 
 
+def libraries(shape: Shape, mode: str) -> str:
+    """The libraries conv1x1 ran this channels_last shape on, as they stood after its timing (the
+    first call's choice per pass, or what replaced it after page faults in the loop): the forward,
+    then grad_input / grad_weight, or the single oneDNN backward that computes both."""
+    def chosen(pass_: str) -> str | None:
+        key = (pass_, True, shape.n, shape.c, shape.h, shape.w, shape.k, (shape.stride, shape.stride),
+               shape.groups, torch.float32, torch.get_num_threads())
+        return ops.chosen_backends().get(key)
+
+    forward = chosen("forward") or "torch"  # not timed: PyTorch's BLAS was the only candidate
+    if mode == "forward":
+        return forward
+    if chosen("backward") == "onednn":
+        return f"{forward} / onednn (both)"
+    return " / ".join([forward, chosen("grad_input") or "torch", chosen("grad_weight") or "torch"])
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     shapes = suite()
     patterns = list(QUICK) if args.quick else []
@@ -479,6 +500,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "ms": ms, "gflops": shape.flops(mode) / (ours / 1e3) / 1e9,
                     "roofline_ms": roof * 1e3, "roofline_fraction": roof / (ours / 1e3),
                     "vs_best_peer": best / ours, "input_bytes": shape.n * shape.c * shape.h * shape.w * 4,
+                    "conv1x1_on": libraries(shape, mode) if layout == "channels_last" else None,
                 })
             bar.update()
     bar.close()

@@ -480,10 +480,14 @@ def _malloced(result: object) -> bool:
 # forwards and fault in every step of a forward+backward loop (12,512 faults, about 12 ms a step).
 # So a choice whose results come from malloc is watched in the caller's own loop, for as long as
 # it stays the choice (a loop of forwards may turn into training): the page faults of each call
-# are counted (getrusage, about 1 us), and once the median of the last _WATCH_CALLS calls would
-# cost more than the lead the choice had over the fastest candidate with pooled results, that
-# one takes its place for good.
-_WATCH_CALLS = 3
+# are counted (getrusage, about 1 us), and once the last _WATCH_CALLS calls' faults would cost
+# more on average than the lead the choice had over the fastest candidate with pooled results,
+# that one takes its place for good. The average, not the median: between other layers' calls,
+# or after a different call of this one (a forward after a backward), it may be only the first of
+# a few calls that faults (GoogLeNet's 64x56x56->64 forward in the benchmark's rounds: 7.4 ms on
+# oneDNN against 4.7 ms for the same oneDNN call in F.conv2d, which came next); eight calls, so
+# that one stray burst alone does not decide.
+_WATCH_CALLS = 8
 # key -> (the pooled candidate, seconds it was behind, page faults of the last calls)
 _watched: dict[tuple[object, ...], tuple[str, float, collections.deque[int]]] = {}
 
@@ -498,7 +502,7 @@ def _watching(key: tuple[object, ...], call: Callable[[], R]) -> R:
     fallback, behind, faults = watch
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     if len(faults) == _WATCH_CALLS:
-        paid = statistics.median(faults) * mmap.PAGESIZE * _fault_seconds_per_byte()
+        paid = statistics.fmean(faults) * mmap.PAGESIZE * _fault_seconds_per_byte()
         if paid > behind and _watched.pop(key, None) is not None:
             _choices[key] = fallback
     return result
