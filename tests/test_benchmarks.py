@@ -28,6 +28,16 @@ def test_conv1x1_benchmark_runs_on_one_shape(tmp_path):
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["command"].startswith("python benchmarks/conv1x1.py")
     assert "seed/10x32x32->4/b1" in (tmp_path / "c.md").read_text() and "Summary" in out
+    # channels_last rows say which library each pass ran on: one name forward, three fwd+bwd
+    names = ("torch", "native", "onednn", "numpy")
+    for row in report["results"]:
+        if row["layout"] != "channels_last":
+            assert row["conv1x1_on"] is None
+            continue
+        ran_on = row["conv1x1_on"].replace(" (both)", "").split(" / ")
+        assert len(ran_on) == (1 if row["mode"] == "forward" else 3) or row["conv1x1_on"].endswith("(both)")
+        assert all(name in names for name in ran_on)
+    assert "| conv1x1 on |" in (tmp_path / "c.md").read_text()
 
 
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
