@@ -456,10 +456,11 @@ def libraries(shape: Shape, mode: str) -> str:
     """The libraries conv1x1 ran this channels_last shape on, as they stood after its timing (the
     first call's choice per pass, or what replaced it after page faults in the loop): the forward,
     then grad_input / grad_weight, or the single oneDNN backward that computes both."""
+    like = torch.empty(0)  # float32, as the suite runs
+    shape_key = (shape.n, shape.c, shape.h, shape.w, shape.k, (shape.stride, shape.stride), shape.groups)
+
     def chosen(pass_: str) -> str | None:
-        key = (pass_, True, shape.n, shape.c, shape.h, shape.w, shape.k, (shape.stride, shape.stride),
-               shape.groups, torch.float32, torch.get_num_threads())
-        return ops.chosen_backends().get(key)
+        return ops.chosen_backends().get(ops._choice_key(pass_, like, True, *shape_key))
 
     forward = chosen("forward") or "torch"  # not timed: PyTorch's BLAS was the only candidate
     if mode == "forward":

@@ -12,6 +12,10 @@ Sections:
               choices on channels_last) and the calls after
   backward    channels_last forward+backward of MobileNet's pw5 at batch 32: conv1x1 (oneDNN's
               one-call backward among the timed candidates) against F.conv2d's own autograd
+  watch       page faults per call in a loop, channels_last at batch 32: ResNet-50's 64x56x56->256
+              forward on oneDNN (malloc'd result, 103 MB) and on the native kernel (pooled); GoogLeNet's
+              64x56x56->64 forward+backward, step by step, conv1x1 (its timed choices watched)
+              against F.conv2d
 Timings are medians of --repeats runs after a warm-up unless a section says otherwise.
 """
 
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 
 from onebyone import conv1x1, models, ops
 
-SECTIONS = ("microtile", "threads", "faults", "first-call", "backward")
+SECTIONS = ("microtile", "threads", "faults", "first-call", "backward", "watch")
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -152,6 +156,42 @@ def backward(repeats: int) -> None:
     chosen = {key[0]: name for key, name in ops.chosen_backends().items()}
     print(f"  MobileNet pw5 (256x28x28 -> 256), batch 32, channels_last forward+backward: conv1x1 "
           f"{ours:.1f} ms (chosen: {chosen}), F.conv2d {theirs:.1f} ms")
+
+
+def _faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def watch(repeats: int) -> None:
+    fmt = torch.channels_last
+    x = torch.randn(32, 64, 56, 56).contiguous(memory_format=fmt)
+    w = torch.randn(256, 64)
+    for name in ("onednn", "native"):
+        ops._forward_on(name, x, w, None, (1, 1), 1, None, True)
+        calls = []
+        for _ in range(5):
+            before, t0 = _faults(), time.perf_counter()
+            ops._forward_on(name, x, w, None, (1, 1), 1, None, True)
+            calls.append(((time.perf_counter() - t0) * 1e3, _faults() - before))
+        print(f"  ResNet-50 64x56x56 -> 256, batch 32, forward on {name}: "
+              + ", ".join(f"{ms:.1f} ms ({n} faults)" for ms, n in calls))
+    ops.set_backend("auto")  # forgets every timed choice
+    x = torch.randn(32, 64, 56, 56).contiguous(memory_format=fmt).requires_grad_()
+    w4 = torch.randn(64, 64, 1, 1, requires_grad=True)
+    g = torch.randn(32, 64, 56, 56).contiguous(memory_format=fmt)
+    for label, op in (("conv1x1", conv1x1), ("F.conv2d", F.conv2d)):
+        steps = []
+        for _ in range(2 + ops._WATCH_CALLS + 4):  # the first: conv1x1 times its candidates
+            x.grad = w4.grad = None
+            before, t0 = _faults(), time.perf_counter()
+            op(x, w4).backward(g)
+            steps.append(((time.perf_counter() - t0) * 1e3, _faults() - before))
+        print(f"  GoogLeNet 64x56x56 -> 64, batch 32, forward+backward steps, {label}: "
+              + ", ".join(f"{ms:.1f} ms ({n})" for ms, n in steps[1:]))
+    chosen = {key[0]: name for key, name in ops.chosen_backends().items()}
+    print(f"  conv1x1's libraries after those steps: {chosen}")
 
 
 def main(argv: list[str] | None = None) -> int:

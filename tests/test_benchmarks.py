@@ -61,6 +61,14 @@ def test_native_details_sections_run():
 
 
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
+def test_native_details_watch_section_counts_page_faults():
+    out = _run("benchmarks/native_details.py", "--section", "watch")
+    assert out.count("forward on ") == 2 and "faults)" in out
+    assert "forward+backward steps, conv1x1:" in out and "forward+backward steps, F.conv2d:" in out
+    assert "conv1x1's libraries after those steps: {'forward':" in out
+
+
+@pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
 def test_native_builds_compares_a_variant_with_the_control():
     out = _run("benchmarks/native_builds.py", "-D", "GW_OUTER_BYTES=131072L", "--shapes", "seed/10x32x32*",
                "--passes", "grad_weight", "--repeats", "1", "--min-sample-ms", "1")

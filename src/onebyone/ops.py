@@ -454,24 +454,18 @@ def _fault_seconds_per_byte() -> float:
     return _fault_price
 
 
-def _fresh_cost(result: object) -> float:
-    """Seconds of page faults a loop pays for each call's result(s) that neither the pool nor malloc
-    keeps mapped (see _FRESH_BYTES)."""
-    fresh = 0
-    for t in result if isinstance(result, tuple) else (result,):
-        if isinstance(t, Tensor) and t.is_cpu:
-            size = t.untyped_storage().nbytes()
-            if size > _FRESH_BYTES and not _pool.lent(t):
-                fresh += size
+def _malloced(result: object) -> list[int]:
+    """The sizes of the result(s) big enough for the pool (>= MIN_BYTES) that malloc handed out instead."""
+    tensors = [t for t in (result if isinstance(result, tuple) else (result,)) if isinstance(t, Tensor)]
+    sizes = [(t, t.untyped_storage().nbytes()) for t in tensors if t.is_cpu]
+    return [size for t, size in sizes if size >= MIN_BYTES and not _pool.lent(t)]
+
+
+def _fresh_cost(malloced: list[int]) -> float:
+    """Seconds of page faults a loop pays for each call's malloc'd results that malloc maps afresh
+    every time (see _FRESH_BYTES)."""
+    fresh = sum(size for size in malloced if size > _FRESH_BYTES)
     return fresh * _fault_seconds_per_byte() if fresh else 0.0
-
-
-def _malloced(result: object) -> bool:
-    """Whether any of the result(s) is big enough for the pool (>= MIN_BYTES) but came from malloc."""
-    return any(
-        isinstance(t, Tensor) and t.is_cpu and t.untyped_storage().nbytes() >= MIN_BYTES and not _pool.lent(t)
-        for t in (result if isinstance(result, tuple) else (result,))
-    )
 
 
 # Below that line malloc may or may not hand a result out in fresh pages, depending on what the
@@ -518,7 +512,7 @@ def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]])
         return candidates["torch"]()
     chosen = _choices.get(key)
     if chosen is not None:
-        return _watching(key, candidates[chosen]) if _watched and key in _watched else candidates[chosen]()
+        return _watching(key, candidates[chosen])  # another thread chose in the meantime
     names = list(candidates)
     result = None
     best: dict[str, float] = {}
@@ -531,15 +525,15 @@ def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]])
     rounds = min(10, max(3, math.ceil(5e-3 / max(min(best.values()), 1e-6))))
     best = dict.fromkeys(names, math.inf)
     bare = dict.fromkeys(names, math.inf)  # without the charge for fresh pages
-    malloced: dict[str, bool] = {}
+    malloced: dict[str, list[int]] = {}
     for r in range(rounds):
         for name in names if r % 2 else reversed(names):
             t0 = time.perf_counter()
             result = candidates[name]()
             took = time.perf_counter() - t0
-            bare[name] = min(bare[name], took)
-            best[name] = min(best[name], took + _fresh_cost(result))
             malloced[name] = _malloced(result)
+            bare[name] = min(bare[name], took)
+            best[name] = min(best[name], took + _fresh_cost(malloced[name]))
     # a tie goes to PyTorch's own kernels: they share one thread pool with everything around them
     fastest = min(best, key=best.__getitem__)
     chosen = _choices[key] = "torch" if best["torch"] <= 1.05 * best[fastest] else fastest

@@ -514,6 +514,7 @@ def train(
                 # still hold is owned by Python (see _REDUCED), not during the interpreter's shutdown
                 gc.collect()
                 tdist.destroy_process_group()
+            _REDUCED.clear()  # the group's threads are gone: the main thread lets the tensors go
 
 
 def _train(
