@@ -49,7 +49,10 @@
 #ifndef PFD
 #define PFD 512          /* floats ahead that the forward kernel prefetches, per input row (measured) */
 #endif
-#define FLOPS_PER_THREAD 4000000.0 /* below this a thread costs more than it saves */
+#ifndef FLOPS_PER_THREAD
+#define FLOPS_PER_THREAD 1000000.0 /* below this a thread costs more than it saves (measured: 4e6 left the
+                                      narrow layers of single images on one thread, 1.4-1.8x slower) */
+#endif
 #ifndef PACK_MIN_PIXELS
 #define PACK_MIN_PIXELS 96 /* weight blocks 4 KiB apart are copied for items of at least this many pixels */
 #endif

@@ -372,18 +372,19 @@ def _native_dtype_ok(t: Tensor) -> bool:
 # BLAS"): they read each pixel once and keep a block of outputs in registers while the channels
 # stream past. Forward wins on images of 28 x 28 and more with up to 64 Ki weights (1.1x to 2x at
 # batch 1: the seed's 50 -> 20 maps, the early GoogLeNet / ResNet / MobileNet layers) and on smaller
-# images down to 7 x 7 while the sum runs over at most 960 channels into at least 64 (1.05x to 1.2x);
-# BLAS's cache blocking keeps the sums over 1024 channels and more. grad_input wins from 14 x 14, and
-# at 7 x 7 on batches. grad_weight runs as dot products along the pixels with few channels
-# (K + C <= 100) and as outer products on transposed tiles otherwise, ahead on batches and on large
-# images. Tiny problems (where a BLAS call's own overhead is most of the time) always run native.
+# images down to 7 x 7 while the sum runs over at most 960 channels (1.05x to 1.5x); BLAS's cache
+# blocking keeps the sums over 1024 channels and more. grad_input wins from 7 x 7 (1.1x to 2x on
+# single images, narrow or wide). grad_weight runs as dot products along the pixels with few
+# channels (K + C <= 100) and as outer products on transposed tiles otherwise, ahead on batches, on
+# large images and on smaller ones within the forward's bound. Narrow layers of single images (at
+# most 48 outputs, a few MFLOP) win only since the kernels share them out to every thread. Tiny
+# problems (where a BLAS call's own overhead is most of the time) always run native.
 _NATIVE_TINY_MACS = {"forward": 1 << 16, "grad_input": 1 << 16, "grad_weight": 1 << 17}
 _NATIVE_LARGE_PIXELS, _NATIVE_LARGE_MAX_WEIGHTS = 784, 65536  # 28 x 28 and more, C x K per group
-_NATIVE_FWD_MAX_SUM, _NATIVE_FWD_MIN_OUT = 960, 64  # forward below 28 x 28 (down to 7 x 7 = 49 pixels)
-_NATIVE_GX_MIN_PIXELS = 196  # grad_input from 14 x 14
+_NATIVE_MIN_PIXELS = 49  # forward, grad_input and grad_weight on images down to 7 x 7
+_NATIVE_FWD_MAX_SUM = 960  # ... for the forward and grad_weight below 28 x 28, over at most 960 channels
 _NATIVE_GW_DOT_CHANNELS = 100  # K + C: grad_weight's dot-product form (the C side's own threshold)
 _NATIVE_MIN_BATCH = 8  # "on batches": measured at 32
-_NATIVE_GX_MIN_WIDE = 384  # grad_input down to 7 x 7 on single images when summing >= 384 into >= 384
 
 
 def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bool) -> bool:
@@ -401,18 +402,13 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
         # images under 64 pixels in batches that give each thread groups of them: the kernels put
         # a group's pixels side by side, where MKL tiles each 7 x 7 image on its own
         panels = pixels < 64 and n >= 8 * torch.get_num_threads()
-        return large or panels or (pixels >= 49 and c <= _NATIVE_FWD_MAX_SUM and k >= _NATIVE_FWD_MIN_OUT)
+        return large or panels or (pixels >= _NATIVE_MIN_PIXELS and c <= _NATIVE_FWD_MAX_SUM)
     if pass_ == "grad_input":
-        return (
-            large
-            or pixels >= _NATIVE_GX_MIN_PIXELS
-            or (pixels >= 49 and n >= _NATIVE_MIN_BATCH and min(c, k) >= _NATIVE_FWD_MIN_OUT)
-            or (pixels >= 49 and min(c, k) >= _NATIVE_GX_MIN_WIDE)  # 7 x 7, >= 384 each way: 1.1-1.5x
-        )
+        return pixels >= _NATIVE_MIN_PIXELS
     if c + k <= _NATIVE_GW_DOT_CHANNELS:
         return True
-    if pixels >= 49 and c <= _NATIVE_FWD_MAX_SUM and k >= _NATIVE_FWD_MIN_OUT:
-        return True  # few images of 7 x 7 to 14 x 14, the forward's own bounds: 1.02-1.25x at batch 1
+    if pixels >= _NATIVE_MIN_PIXELS and c <= _NATIVE_FWD_MAX_SUM:
+        return True  # few images of 7 x 7 to 14 x 14, the forward's own bound: 1.0-1.6x at batch 1
     return max(c, k) >= 32 and (n >= _NATIVE_MIN_BATCH or pixels >= _NATIVE_LARGE_PIXELS)
 
 
