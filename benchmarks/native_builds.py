@@ -8,8 +8,12 @@ copy of it, which shows how finely the comparison resolves (the same code, loade
 address). All builds are loaded into one process and run in turn, interleaved, on the same data,
 through conv1x1's own native passes.
 
+``--against REV`` adds a build of the kernels as they were at a git revision (another commit of
+this repository), to time a change of the code itself against the code before it.
+
     python benchmarks/native_builds.py -D WIDE_TILE_BYTES=196608L [-D GW_OUTER_BYTES=131072L ...]
-        [--layout nchw|channels_last] [--shapes GLOB ...] [--passes forward ...] [--repeats 9]
+        [--against HEAD~1 ...] [--layout nchw|channels_last] [--shapes GLOB ...] [--passes forward ...]
+        [--repeats 9]
 """
 
 from __future__ import annotations
@@ -38,17 +42,30 @@ SOURCE = ROOT / "src" / "onebyone" / "_native.c"
 CFLAGS = ["-O3", "-std=gnu11", "-pthread", "-fno-math-errno", "-fPIC", "-shared"]
 
 
-def build(defines: list[str], out: Path) -> Path:
+def build(defines: list[str], out: Path, source: Path = SOURCE) -> Path:
     """Compile _native.c with these -D overrides into out; raise with the compiler's message."""
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise RuntimeError("no C compiler found (set CC)")
     include = sysconfig.get_paths()["include"]
-    cmd = [cc, *CFLAGS, *(f"-D{d}" for d in defines), f"-I{include}", str(SOURCE), "-ldl", "-o", str(out)]
+    cmd = [cc, *CFLAGS, *(f"-D{d}" for d in defines), f"-I{include}", str(source), "-ldl", "-o", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"building with {defines} failed:\n{done.stderr[-2000:]}")
     return out
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The kernels' sources (_native.c and the header it includes) as they were at git revision rev,
+    written into the folder into; returns the path of _native.c there."""
+    into.mkdir(parents=True)
+    for name in ("_native.c", "_native_kernels.h"):
+        rel = SOURCE.with_name(name).relative_to(ROOT).as_posix()
+        done = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, capture_output=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"--against {rev}: git show {rev}:{rel} failed: {done.stderr.decode()[-500:]}")
+        (into / name).write_bytes(done.stdout)
+    return into / "_native.c"
 
 
 def load(path: Path) -> types.ModuleType:
@@ -80,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-D", dest="variants", action="append", nargs="+", default=[], metavar="NAME=VALUE",
                         help="one variant build (repeat -D for more variants)")
+    parser.add_argument("--against", action="append", default=[], metavar="REV",
+                        help="also a build of the kernels at this git revision (repeatable)")
     parser.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw")
     parser.add_argument("--shapes", nargs="+", metavar="GLOB", help="only shapes whose name matches")
     parser.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES))
@@ -98,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     if not shapes:
         print(f"no shape matches {args.shapes}", file=sys.stderr)
         return 2
-    names = ["control", "control copy"] + [" ".join(v) for v in args.variants]
+    names = ["control", "control copy"] + [" ".join(v) for v in args.variants] + args.against
     with tempfile.TemporaryDirectory() as tmp:
         try:
             paths = [build([], Path(tmp) / "control.so")]
             paths.append(Path(shutil.copy(paths[0], Path(tmp) / "control_copy.so")))
             paths += [build(v, Path(tmp) / f"variant{i}.so") for i, v in enumerate(args.variants)]
+            paths += [build([], Path(tmp) / f"rev{i}.so", checkout(rev, Path(tmp) / f"rev{i}"))
+                      for i, rev in enumerate(args.against)]
         except RuntimeError as err:
             print(err, file=sys.stderr)
             return 1

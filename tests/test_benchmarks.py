@@ -77,3 +77,22 @@ def test_native_builds_compares_a_variant_with_the_control():
     bad = subprocess.run([sys.executable, "benchmarks/native_builds.py", "-D", "no-equals"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2 and "expected NAME=VALUE" in bad.stderr
+
+
+def _in_git_checkout() -> bool:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, check=False)
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
+@pytest.mark.skipif(not _in_git_checkout(), reason="not a git checkout: no revision to build")
+def test_native_builds_times_the_kernels_at_another_revision():
+    out = _run("benchmarks/native_builds.py", "--against", "HEAD", "--shapes", "seed/10x32x32*",
+               "--passes", "forward", "--repeats", "1", "--min-sample-ms", "1")
+    assert "| HEAD / control |" in out and "| seed/10x32x32->4/b1 | forward |" in out
+    bad = subprocess.run([sys.executable, "benchmarks/native_builds.py", "--against", "no-such-revision"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert bad.returncode == 1 and "no-such-revision" in bad.stderr and "Traceback" not in bad.stderr

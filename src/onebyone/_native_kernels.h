@@ -387,18 +387,58 @@ static void NAME(gw_rect)(const Gw *j, long k0, long k1, long c0, long c1)
  * column operand must have NB readable columns: packed, or staged at the edge.
  */
 
+/* A VL x VL transpose in registers: stage d swaps the off-diagonal d x d blocks of rows r and
+ * r + d (bit d of the row index trades places with bit d of the lane index); after every stage
+ * r[u][t] is what r[t][u] was. Lane j of the two results of a stage, from x = r[a] and y = r[a + d]: */
+#define TLO(j, d) (((j) & (d)) ? VL + (j) - (d) : (j))
+#define THI(j, d) (((j) & (d)) ? VL + (j) : (j) + (d))
+#if VL == 16
+#define TMASK(F, d) {F(0, d), F(1, d), F(2, d), F(3, d), F(4, d), F(5, d), F(6, d), F(7, d), \
+                     F(8, d), F(9, d), F(10, d), F(11, d), F(12, d), F(13, d), F(14, d), F(15, d)}
+#elif VL == 8
+#define TMASK(F, d) {F(0, d), F(1, d), F(2, d), F(3, d), F(4, d), F(5, d), F(6, d), F(7, d)}
+#else
+#define TMASK(F, d) {F(0, d), F(1, d), F(2, d), F(3, d)}
+#endif
+#define TSTAGE(d)                                                                                      \
+    if ((d) < VL) {                                                                                    \
+        const IV lo = TMASK(TLO, d), hi = TMASK(THI, d);                                               \
+        for (int a = 0; a < VL; a++)                                                                   \
+            if (!(a & (d))) {                                                                          \
+                V x = r[a], y = r[a + (d)];                                                            \
+                r[a] = __builtin_shuffle(x, y, lo);                                                    \
+                r[a + (d)] = __builtin_shuffle(x, y, hi);                                              \
+            }                                                                                          \
+    }
+
+static inline __attribute__((always_inline)) void NAME(transpose)(V *r)
+{
+    TSTAGE(8) TSTAGE(4) TSTAGE(2) TSTAGE(1)
+}
+#undef TSTAGE
+#undef TMASK
+#undef THI
+#undef TLO
+
 /* Packs block b (NB columns, zero-padded) of the column operand of a channels_last product (R x
  * COLS, element (i, j) at w + i*si + j*sj): dst[i*NB + l] = w(i, b*NB + l); and the bias likewise
  * (bdst[l], when there is a bias). */
 static void NAME(cl_pack_block)(const Cl *j, long b, float *dst, float *bdst)
 {
-    if (j->si == 1) { /* W^T of a row-major W: read along W's rows (a strided read is ~5x slower) */
-        for (long l = 0; l < NB; l++) {
-            long col = b * NB + l;
-            if (col < j->K)
-                for (long i = 0; i < j->C; i++) dst[i * NB + l] = j->w[col * j->sj + i];
-            else
-                for (long i = 0; i < j->C; i++) dst[i * NB + l] = 0.0f;
+    if (j->si == 1) { /* W^T of a row-major W: VL rows of W (VL columns of the block) at a time, read
+                       * along them VL floats at a time and transposed in registers */
+        long full = j->C / VL * VL;
+        for (long l0 = 0; l0 < NB; l0 += VL) {
+            const float *rows[VL];
+            for (int t = 0; t < VL; t++) rows[t] = b * NB + l0 + t < j->K ? j->w + (b * NB + l0 + t) * j->sj : NULL;
+            for (long i0 = 0; i0 < full; i0 += VL) {
+                V r[VL];
+                for (int t = 0; t < VL; t++) r[t] = rows[t] ? NAME(load)(rows[t] + i0) : NAME(splat)(0.0f);
+                NAME(transpose)(r);
+                for (int u = 0; u < VL; u++) NAME(store)(dst + (i0 + u) * NB + l0, r[u]);
+            }
+            for (long i = full; i < j->C; i++)
+                for (int t = 0; t < VL; t++) dst[i * NB + l0 + t] = rows[t] ? rows[t][i] : 0.0f;
         }
     } else {
         for (long i = 0; i < j->C; i++)
