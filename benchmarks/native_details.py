@@ -16,6 +16,8 @@ Sections:
               forward on oneDNN (malloc'd result, 103 MB) and on the native kernel (pooled); GoogLeNet's
               64x56x56->64 forward+backward, step by step, conv1x1 (its timed choices watched)
               against F.conv2d
+  turned      single NCHW images of 7 x 7 to 28 x 28: the forward (and grad_input) turned around on the
+              channels_last kernel against the NCHW kernel and MKL, each pass straight on its kernel
 Timings are medians of --repeats runs after a warm-up unless a section says otherwise.
 """
 
@@ -29,13 +31,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from onebyone import conv1x1, models, ops
 
-SECTIONS = ("microtile", "threads", "faults", "first-call", "backward", "watch")
+SECTIONS = ("microtile", "threads", "faults", "first-call", "backward", "watch", "turned")
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -192,6 +195,36 @@ def watch(repeats: int) -> None:
               + ", ".join(f"{ms:.1f} ms ({n})" for ms, n in steps[1:]))
     chosen = {key[0]: name for key, name in ops.chosen_backends().items()}
     print(f"  conv1x1's libraries after those steps: {chosen}")
+
+
+def turned(repeats: int) -> None:
+    print("one NCHW image, float32, output preallocated; ms (turned: y^T = x^T W^T on the channels_last "
+          "kernel, as conv1x1 runs single images of 7 x 7 to 27 x 27)")
+    nt, share, native = torch.get_num_threads(), ops._NATIVE_CL_PACK_SHARE, ops._native
+    for c, hw, k in [(2048, 7, 512), (1024, 7, 1024), (832, 7, 384), (1024, 14, 256), (512, 14, 512),
+                     (480, 14, 192), (192, 28, 64), (256, 28, 256)]:
+        p = hw * hw
+        x, g, w = torch.randn(c, p), torch.randn(k, p), torch.randn(k, c)
+        y, gx = torch.empty(k, p), torch.empty(c, p)
+        xp, gp, wp, yp, gxp = (t.data_ptr() for t in (x, g, w, y, gx))
+        fwd_budget, gx_budget = int(share * c * p), int(share * min(c, k) * p)
+        rows = (p, 1, 1, 0, 0, p, p)  # one row of p pixels, channels p apart in x and in the result
+        fwd, nchw = native.forward_cl, native.forward
+        runs = {
+            "forward": {  # y = W x: the column operand W^T, element (i, j) at w + i + j*c
+                "turned": partial(fwd, xp, 1, yp, 1, wp, 1, c, 0, p, c, k, 0, nt, fwd_budget, *rows),
+                "NCHW kernel": partial(nchw, xp, c * p, p, yp, k * p, p, wp, c, 1, 0, 1, c, k, p, 0, nt, 0),
+                "MKL": partial(torch.mm, w, x, out=y),
+            },
+            "grad_input": {  # gx = W^T g: the column operand W, element (i, j) at w + i*c + j
+                "turned": partial(fwd, gp, 1, gxp, 1, wp, c, 1, 0, p, k, c, 0, nt, gx_budget, *rows),
+                "NCHW kernel": partial(nchw, gp, k * p, p, gxp, c * p, p, wp, 1, c, 0, 1, k, c, p, 0, nt, 0),
+                "MKL": partial(torch.mm, w.t(), g, out=gx),
+            },
+        }
+        for pass_, fns in runs.items():
+            times = {name: min(_median_ms(fn, repeats) for _ in range(3)) for name, fn in fns.items()}
+            print(f"  {c}x{hw}x{hw} -> {k} {pass_}: " + ", ".join(f"{n} {t:.3f}" for n, t in times.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,13 @@ def test_native_details_sections_run():
 
 
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
+def test_native_details_turned_section_times_three_ways():
+    out = _run("benchmarks/native_details.py", "--section", "turned", "--repeats", "1")
+    lines = [line for line in out.splitlines() if line.startswith("  ") and "->" in line]
+    assert len(lines) == 16 and all("turned " in s and "NCHW kernel " in s and "MKL " in s for s in lines)
+
+
+@pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
 def test_native_details_watch_section_counts_page_faults():
     out = _run("benchmarks/native_details.py", "--section", "watch")
     assert out.count("forward on ") == 2 and "faults)" in out

@@ -100,6 +100,8 @@ typedef struct {
     int failed;                   /* a thread could not get its workspace */
     long wo, ho, xw, xh, xn;      /* the pixels as rows of wo, ho rows per image: output pixel p reads
                                    * x + (p/wo/ho)*xn + (p/wo%ho)*xh + (p%wo)*xw (a strided input) */
+    long xc, yk;                  /* channel strides of x and y: 1 (channels_last), or the pixels of one
+                                   * NCHW image (its product turned around: y^T = x^T W^T) */
 } Cl;
 
 /* The input row of output pixel p of a channels_last product; micro-tiles never cross a row. */
@@ -581,10 +583,11 @@ static PyObject *py_grad_weight(PyObject *self, PyObject *args)
 static PyObject *py_forward_cl(PyObject *self, PyObject *args)
 {
     Py_ssize_t x, xp, y, yp, w, si, sj, bias, P, C, K, budget = 0, wo = 0, ho = 1, xw = 0, xh = 0, xn = 0;
+    Py_ssize_t xc = 1, yk = 1;
     int act, threads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii|nnnnnn", &x, &xp, &y, &yp, &w, &si, &sj, &bias, &P, &C, &K, &act,
-                          &threads, &budget, &wo, &ho, &xw, &xh, &xn))
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii|nnnnnnnn", &x, &xp, &y, &yp, &w, &si, &sj, &bias, &P, &C, &K,
+                          &act, &threads, &budget, &wo, &ho, &xw, &xh, &xn, &xc, &yk))
         return NULL;
     if (wo <= 0) wo = P > 0 ? P : 1, ho = 1, xw = xp, xh = 0, xn = 0; /* one row: every pixel xp apart */
     if (ho < 1 || P % wo || (P / wo) % ho) {
@@ -597,7 +600,7 @@ static PyObject *py_forward_cl(PyObject *self, PyObject *args)
         return NULL;
     }
     Cl j = {as_ptr(x), xp, as_ptr(y), yp, as_ptr(w), si, sj, as_ptr(bias), P, C, K, act, NULL, NULL, 0, 0, 0,
-            wo, ho, xw, xh, xn};
+            wo, ho, xw, xh, xn, xc, yk};
     int rc = 0;
     if (P > 0 && K > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -694,10 +697,10 @@ static PyMethodDef methods[] = {
      "2 outer products transposing the narrower operand, -1 the measured choice."},
     {"forward_cl", py_forward_cl, METH_VARARGS,
      "forward_cl(x, xp, y, yp, w, si, sj, bias, P, C, K, act, threads, budget=0, wo=0, ho=1, xw=0, xh=0, "
-     "xn=0): channels_last y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + j*sj; a "
-     "packed copy of the whole of w only within budget floats (0: no limit), else block by block; with "
-     "wo > 0 the pixels are rows of wo, ho per image, pixel p at x + (p/wo/ho)*xn + (p/wo%ho)*xh + "
-     "(p%wo)*xw (a strided input)."},
+     "xn=0, xc=1, yk=1): channels_last y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + "
+     "j*sj; a packed copy of the whole of w only within budget floats (0: no limit), else block by block; "
+     "with wo > 0 the pixels are rows of wo, ho per image, pixel p at x + (p/wo/ho)*xn + (p/wo%ho)*xh + "
+     "(p%wo)*xw (a strided input); x[p,i] at that pixel + i*xc, y[p,j] at y + p*yp + j*yk."},
     {"grad_weight_cl", py_grad_weight_cl, METH_VARARGS,
      "grad_weight_cl(g, gp, x, xp, out, ok, P, K, C, accumulate, threads): channels_last "
      "out[k,c] (+)= sum over p of g[p,k] x[p,c]."},

@@ -458,6 +458,33 @@ static void NAME(cl_pack)(const Cl *j, float *wp, float *bp)
     for (long b = 0; b < blocks; b++) NAME(cl_pack_block)(j, b, wp + b * j->C * NB, bp ? bp + b * NB : NULL);
 }
 
+/* One micro-tile: pixels [p, p + mr) by the columns of block b (cols of them; wcol its packed rows,
+ * bb its bias). Stored in place when the output's channels are contiguous; else (an NCHW output,
+ * channel after channel) computed into a buffer and written out channel by channel. */
+static inline void NAME(cl_tile)(const Cl *j, int mr, int cols, const float *wcol, long p, long b,
+                                 const float *bb)
+{
+    if (j->yk == 1) {
+        NAME(tile_cols)(mr, cols, wcol, NB, cl_x_at(j, p), j->xw, j->xc, j->C, 1, 0, j->y + p * j->yp + b * NB,
+                        j->yp, 1, 1, bb, 0, j->act);
+        return;
+    }
+    float ybuf[MRMAX * NB] __attribute__((aligned(64)));
+    NAME(tile)(mr, NV, wcol, NB, cl_x_at(j, p), j->xw, j->xc, j->C, 1, 0, ybuf, NB, 1, 1, bb, 0, j->act);
+    float *y = j->y + p * j->yp + b * NB * j->yk;
+    for (int l = 0; l < cols; l++)
+        for (int r = 0; r < mr; r++) y[r * j->yp + l * j->yk] = ybuf[r * NB + l];
+}
+
+/* The end of the next micro-tile from pixel p up to end: at most MRMAX rows, the rest shared out
+ * evenly (49 pixels go 10, 10, 10, 10, 9, not 12, 12, 12, 12 and a lone pixel at a third of the
+ * speed: a micro-tile of one row waits on its loads). */
+static inline long NAME(cl_next)(long p, long end)
+{
+    long left = end - p, tiles = (left + MRMAX - 1) / MRMAX;
+    return p + (left + tiles - 1) / tiles;
+}
+
 /* y[p, :] = act(x[p, :] @ Wt + bias), C in, K out. Items are tiles of j->tile pixels over every
  * column block of the packed operand; or, with j->by_columns, column blocks over every pixel, each
  * block packed into this thread's workspace first (small images with many outputs: every thread
@@ -473,10 +500,8 @@ static int NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
             int cols = (int)(j->K - b * NB < NB ? j->K - b * NB : NB);
             NAME(cl_pack_block)(j, b, ws, bb);
             for (long p = 0, next; p < j->P; p = next) {
-                long row_end = (p / j->wo + 1) * j->wo;
-                next = p + MRMAX < row_end ? p + MRMAX : row_end;
-                NAME(tile_cols)((int)(next - p), cols, ws, NB, cl_x_at(j, p), j->xw, 1, j->C, 1, 0,
-                                j->y + p * j->yp + b * NB, j->yp, 1, 1, j->bias ? bb : NULL, 0, j->act);
+                next = NAME(cl_next)(p, (p / j->wo + 1) * j->wo);
+                NAME(cl_tile)(j, (int)(next - p), cols, ws, p, b, j->bias ? bb : NULL);
             }
         }
         return 0;
@@ -489,10 +514,8 @@ static int NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
             const float *wb = j->wp + b * j->C * NB, *bb = j->bp ? j->bp + b * NB : NULL;
             for (long p = p0, next; p < p1; p = next) {
                 long row_end = (p / j->wo + 1) * j->wo;
-                next = p + MRMAX < row_end ? p + MRMAX : row_end;
-                if (next > p1) next = p1;
-                NAME(tile_cols)((int)(next - p), cols, wb, NB, cl_x_at(j, p), j->xw, 1, j->C, 1, 0,
-                                j->y + p * j->yp + b * NB, j->yp, 1, 1, bb, 0, j->act);
+                next = NAME(cl_next)(p, row_end < p1 ? row_end : p1);
+                NAME(cl_tile)(j, (int)(next - p), cols, wb, p, b, bb);
             }
         }
     }

@@ -371,14 +371,16 @@ def _native_dtype_ok(t: Tensor) -> bool:
 # benchmarks/native_vs_blas.py over the whole shape suite (BENCHMARKS.md, "native kernels against
 # BLAS"): they read each pixel once and keep a block of outputs in registers while the channels
 # stream past. Forward wins on images of 28 x 28 and more with up to 64 Ki weights (1.1x to 2x at
-# batch 1: the seed's 50 -> 20 maps, the early GoogLeNet / ResNet / MobileNet layers) and on smaller
-# images down to 7 x 7 while the sum runs over at most 960 channels (1.05x to 1.5x); BLAS's cache
-# blocking keeps the sums over 1024 channels and more. grad_input wins from 7 x 7 (1.1x to 2x on
-# single images, narrow or wide). grad_weight runs as dot products along the pixels with few
-# channels (K + C <= 100) and as outer products on transposed tiles otherwise, ahead on batches, on
-# large images and on smaller ones within the forward's bound. Narrow layers of single images (at
-# most 48 outputs, a few MFLOP) win only since the kernels share them out to every thread. Tiny
-# problems (where a BLAS call's own overhead is most of the time) always run native.
+# batch 1: the seed's 50 -> 20 maps, the early GoogLeNet / ResNet / MobileNet layers), on smaller
+# images down to 7 x 7 while the sum runs over at most 960 channels (1.05x to 1.5x), and on single
+# images of 7 x 7 to 27 x 27 over any number of channels, turned around (see _turned: 1.03x to
+# 1.35x); BLAS's cache blocking keeps the sums over 1024 channels and more on batches. grad_input
+# wins from 7 x 7 (1.1x to 2x on single images, narrow or wide). grad_weight runs as dot products
+# along the pixels with few channels (K + C <= 100) and as outer products on transposed tiles
+# otherwise, ahead on batches, on large images and on smaller ones within the forward's bound.
+# Narrow layers of single images (at most 48 outputs, a few MFLOP) win only since the kernels share
+# them out to every thread. Tiny problems (where a BLAS call's own overhead is most of the time)
+# always run native.
 _NATIVE_TINY_MACS = {"forward": 1 << 16, "grad_input": 1 << 16, "grad_weight": 1 << 17}
 _NATIVE_LARGE_PIXELS, _NATIVE_LARGE_MAX_WEIGHTS = 784, 65536  # 28 x 28 and more, C x K per group
 _NATIVE_MIN_PIXELS = 49  # forward, grad_input and grad_weight on images down to 7 x 7
@@ -402,7 +404,8 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
         # images under 64 pixels in batches that give each thread groups of them: the kernels put
         # a group's pixels side by side, where MKL tiles each 7 x 7 image on its own
         panels = pixels < 64 and n >= 8 * torch.get_num_threads()
-        return large or panels or (pixels >= _NATIVE_MIN_PIXELS and c <= _NATIVE_FWD_MAX_SUM)
+        turned = _turned(n, pixels) and c <= _NATIVE_CL_WORKSPACE_MAX_C  # see _turned
+        return large or panels or turned or (pixels >= _NATIVE_MIN_PIXELS and c <= _NATIVE_FWD_MAX_SUM)
     if pass_ == "grad_input":
         return pixels >= _NATIVE_MIN_PIXELS
     if c + k <= _NATIVE_GW_DOT_CHANNELS:
@@ -696,10 +699,16 @@ def _forward_native(
         bias = bias.contiguous()
     act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
     size, threads = x.element_size(), torch.get_num_threads()
+    turned = not channels_last and _turned(n, p) and _native_cl_forward_ok(x, w, groups)
     for g in range(groups):
         b = 0 if bias is None else bias.data_ptr() + g * kg * size
         wg = w.data_ptr() + g * kg * cg * size
-        if channels_last:  # X_g (kept pixels x C/G) @ W_g^T, W_g^T[i, j] = w[g*kg + j, i]
+        if turned:  # one small NCHW image as y^T = x^T W^T: the channels_last kernel, channels p apart
+            xg, yg = x.data_ptr() + g * cg * p * size, y.data_ptr() + g * kg * p * size
+            budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))
+            rows = (p, 1, 1, 0, 0, p, p)  # one row of p pixels, 1 apart; channels p apart in x and y
+            _native.forward_cl(xg, 1, yg, 1, wg, 1, cg, b, p, cg, kg, act, threads, budget, *rows)
+        elif channels_last:  # X_g (kept pixels x C/G) @ W_g^T, W_g^T[i, j] = w[g*kg + j, i]
             xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
             budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))  # for a copy of all of W^T
             # rows of wo kept pixels, stride[1] * c floats apart; ho rows per image
@@ -709,6 +718,16 @@ def _forward_native(
             xg, yg = x.data_ptr() + g * cg * p * size, y.data_ptr() + g * kg * p * size
             _native.forward(xg, c * p, p, yg, k * p, p, wg, cg, 1, b, n, cg, kg, p, act, threads)
     return y
+
+
+# A single NCHW image of 7 x 7 to 27 x 27 goes through the forward turned around, y^T = x^T W^T, on
+# the channels_last kernel (pixels as rows, 12 at a time; output channels as columns, 32 at a time;
+# W^T packed a block at a time): its 49 to 729 pixels are too few for the NCHW kernel's vectors of
+# pixels, and they fill its rows. ResNet-50's 2048x7x7->512 and MobileNet's 1024x7x7->1024: 0.52
+# ms against 0.88 ms for the NCHW kernel and 0.70 ms for MKL; the 14 x 14 layers 0.9-1.0x of the
+# NCHW kernel's time; from 28 x 28 the NCHW kernel is ahead (0.76-0.74x of the turned time).
+def _turned(n: int, pixels: int) -> bool:
+    return n == 1 and _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS
 
 
 def _native_cl_ok(t: Tensor) -> bool:
