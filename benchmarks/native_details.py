@@ -17,7 +17,8 @@ Sections:
               64x56x56->64 forward+backward, step by step, conv1x1 (its timed choices watched)
               against F.conv2d
   turned      single NCHW images of 7 x 7 to 28 x 28: the forward (and grad_input) turned around on the
-              channels_last kernel against the NCHW kernel and MKL, each pass straight on its kernel
+              channels_last kernel against the NCHW kernel and MKL, each pass straight on its kernel;
+              the stride-2 forward turned against gathered blocks, at batch 1 and 32
 Timings are medians of --repeats runs after a warm-up unless a section says otherwise.
 """
 
@@ -225,6 +226,27 @@ def turned(repeats: int) -> None:
         for pass_, fns in runs.items():
             times = {name: min(_median_ms(fn, repeats) for _ in range(3)) for name, fn in fns.items()}
             print(f"  {c}x{hw}x{hw} -> {k} {pass_}: " + ", ".join(f"{n} {t:.3f}" for n, t in times.items()))
+    print("stride 2, forward: turned (the kept pixels read where they lie) against gathered blocks (the "
+          "NCHW path) on the NCHW kernel and on MKL; at batch 32 the turned form image by image")
+    for n, c, hw, k in [(1, 256, 56, 512), (1, 512, 28, 1024), (32, 256, 56, 512)]:
+        x, w = torch.randn(n, c, hw, hw), torch.randn(k, c)
+        ho = hw // 2
+        y = torch.empty(n, k, ho, ho)
+        rows = (ho, ho, 2, 2 * hw, 0, hw * hw, ho * ho)
+
+        def by_image(x=x, w=w, y=y, n=n, c=c, hw=hw, k=k, ho=ho, rows=rows) -> None:
+            budget = int(share * x.numel())
+            for i in range(n):
+                xi, yi = x[i].data_ptr(), y[i].data_ptr()
+                native.forward_cl(xi, 1, yi, 1, w.data_ptr(), 1, c, 0, ho * ho, c, k, 0, nt, budget, *rows)
+
+        fns = {
+            "turned": by_image,
+            "gathered, NCHW kernel": partial(ops._forward_gemm, ops._mm_native, x, w, (2, 2), 1, False),
+            "gathered, MKL": partial(ops._forward_gemm, ops._mm_torch, x, w, (2, 2), 1, False),
+        }
+        times = {name: min(_median_ms(fn, repeats) for _ in range(3)) for name, fn in fns.items()}
+        print(f"  {c}x{hw}x{hw} -> {k}, batch {n}: " + ", ".join(f"{m} {t:.3f}" for m, t in times.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -620,6 +620,20 @@ def test_native_strided_channels_last_gradients_over_many_blocks(native, n, c, k
 
 
 @needs_native
+@pytest.mark.parametrize(
+    ("c", "k", "h", "w", "stride", "groups"),
+    [(70, 40, 13, 11, 1, 1), (64, 100, 20, 18, 2, 1), (30, 36, 17, 23, (2, 3), 3), (40, 33, 9, 9, (3, 1), 1)],
+)
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_native_forward_of_one_nchw_image_turned_around(native, c, k, h, w, stride, groups, activation):
+    # one NCHW image runs y^T = x^T W^T on the channels_last kernel: 7 x 7 to 27 x 27 at stride 1,
+    # any size with a stride (the kept pixels read where they lie, rows stride[0] * w apart)
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    assert ops._turned(1, -(-h // sh) * -(-w // sw), (sh, sw))
+    _check_native_case(1, c, k, h, w, activation, "nchw", stride=stride, groups=groups)
+
+
+@needs_native
 @pytest.mark.parametrize("isa", ["avx2", "base"])
 def test_every_instruction_set_build_is_right(native, isa):
     """The AVX2 and baseline builds (other machines' kernels) checked here too, where the CPU runs them."""
@@ -631,6 +645,7 @@ def test_every_instruction_set_build_is_right(native, isa):
             for n, c, k, h, w in NATIVE_EDGES:
                 _check_native_case(n, c, k, h, w, "relu", layout)
             _check_native_case(2, 12, 9, 9, 7, None, layout, stride=2, groups=3)
+        _check_native_case(1, 30, 36, 17, 23, None, "nchw", stride=(2, 3), groups=3)  # turned, strided
         # every grad_weight form; 7 x 7 images on batches go many to a tile, the last tile part-full
         for case in [(2, 50, 20, 999), (3, 300, 40, 700), (1, 40, 300, 70), (45, 256, 256, 49),
                      (100, 300, 40, 49)]:

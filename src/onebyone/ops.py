@@ -404,7 +404,7 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
         # images under 64 pixels in batches that give each thread groups of them: the kernels put
         # a group's pixels side by side, where MKL tiles each 7 x 7 image on its own
         panels = pixels < 64 and n >= 8 * torch.get_num_threads()
-        turned = _turned(n, pixels) and c <= _NATIVE_CL_WORKSPACE_MAX_C  # see _turned
+        turned = _turned(n, pixels, (1, 1)) and c <= _NATIVE_CL_WORKSPACE_MAX_C  # see _turned
         return large or panels or turned or (pixels >= _NATIVE_MIN_PIXELS and c <= _NATIVE_FWD_MAX_SUM)
     if pass_ == "grad_input":
         return pixels >= _NATIVE_MIN_PIXELS
@@ -687,26 +687,29 @@ def _forward_native(
     """float32 on the direct kernels, either layout, bias and activation fused into the stores; an
     NCHW input with a stride goes by the gathered blocks of _forward_gemm and the epilogue after
     (its kept pixels are not contiguous), a channels_last one is read where it lies."""
-    if stride != (1, 1) and not channels_last:
-        y = _forward_gemm(_mm_native, x, w, stride, groups, channels_last)
-        return _finished(y, bias, activation, channels_last)
     n, c, h, wd = x.shape
     k, cg = w.shape
     ho, wo = -(-h // stride[0]), -(-wd // stride[1])
     kg, p = k // groups, ho * wo
+    turned = not channels_last and _turned(n, p, stride) and _native_cl_forward_ok(x, w, groups)
+    if stride != (1, 1) and not channels_last and not turned:
+        y = _forward_gemm(_mm_native, x, w, stride, groups, channels_last)
+        return _finished(y, bias, activation, channels_last)
     y = _new_output((n, k, ho, wo), x, channels_last)
     if bias is not None and not bias.is_contiguous():
         bias = bias.contiguous()
     act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
     size, threads = x.element_size(), torch.get_num_threads()
-    turned = not channels_last and _turned(n, p) and _native_cl_forward_ok(x, w, groups)
     for g in range(groups):
         b = 0 if bias is None else bias.data_ptr() + g * kg * size
         wg = w.data_ptr() + g * kg * cg * size
-        if turned:  # one small NCHW image as y^T = x^T W^T: the channels_last kernel, channels p apart
-            xg, yg = x.data_ptr() + g * cg * p * size, y.data_ptr() + g * kg * p * size
+        if turned:  # one NCHW image as y^T = x^T W^T: the channels_last kernel, channels h*wd apart
+            xg, yg = x.data_ptr() + g * cg * h * wd * size, y.data_ptr() + g * kg * p * size
             budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))
-            rows = (p, 1, 1, 0, 0, p, p)  # one row of p pixels, 1 apart; channels p apart in x and y
+            if stride == (1, 1):  # one row of p pixels, 1 apart
+                rows = (p, 1, 1, 0, 0, h * wd, p)
+            else:  # ho rows of wo kept pixels, stride[1] apart, the rows stride[0] * wd apart
+                rows = (wo, ho, stride[1], stride[0] * wd, 0, h * wd, p)
             _native.forward_cl(xg, 1, yg, 1, wg, 1, cg, b, p, cg, kg, act, threads, budget, *rows)
         elif channels_last:  # X_g (kept pixels x C/G) @ W_g^T, W_g^T[i, j] = w[g*kg + j, i]
             xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
@@ -725,9 +728,12 @@ def _forward_native(
 # W^T packed a block at a time): its 49 to 729 pixels are too few for the NCHW kernel's vectors of
 # pixels, and they fill its rows. ResNet-50's 2048x7x7->512 and MobileNet's 1024x7x7->1024: 0.52
 # ms against 0.88 ms for the NCHW kernel and 0.70 ms for MKL; the 14 x 14 layers 0.9-1.0x of the
-# NCHW kernel's time; from 28 x 28 the NCHW kernel is ahead (0.76-0.74x of the turned time).
-def _turned(n: int, pixels: int) -> bool:
-    return n == 1 and _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS
+# NCHW kernel's time; from 28 x 28 the NCHW kernel is ahead (0.76-0.74x of the turned time). So is
+# a single strided image of any size: the kernel reads the kept pixels where they lie, with no
+# gathered blocks (ResNet-50's 256x56x56->512 stride-2 shortcut 1.09 against 1.38 ms; at batch 32
+# image by image was slower than the gathered blocks). `native_details.py --section turned`.
+def _turned(n: int, pixels: int, stride: tuple[int, int]) -> bool:
+    return n == 1 and (stride != (1, 1) or _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS)
 
 
 def _native_cl_ok(t: Tensor) -> bool:
