@@ -440,6 +440,10 @@ static void NAME(cl_pack_block)(const Cl *j, long b, float *dst, float *bdst)
             for (long i = full; i < j->C; i++)
                 for (int t = 0; t < VL; t++) dst[i * NB + l0 + t] = rows[t] ? rows[t][i] : 0.0f;
         }
+    } else if (j->sj == 1 && (b + 1) * NB <= j->K) { /* whole rows of NB floats: vector copies */
+        for (long i = 0; i < j->C; i++)
+            for (int v = 0; v < NV; v++)
+                NAME(store)(dst + i * NB + v * VL, NAME(load)(j->w + i * j->si + b * NB + v * VL));
     } else {
         for (long i = 0; i < j->C; i++)
             for (long l = 0; l < NB; l++) {

@@ -736,6 +736,14 @@ def _turned(n: int, pixels: int, stride: tuple[int, int]) -> bool:
     return n == 1 and (stride != (1, 1) or _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS)
 
 
+# grad_input of a single image turned the same way (gx^T = grad^T W): 7 x 7 to 13 x 13 images,
+# and up to 27 x 27 when it sums over 256 channels or more (ResNet-50's 2048x7x7->512 0.55
+# against 0.67 ms on the NCHW kernel, its 1024x14x14->256 0.53 against 0.58; GoogLeNet's
+# 480x14x14->192, summing 192, 0.20 against 0.19).
+def _turned_grad_input(n: int, pixels: int, summed: int) -> bool:
+    return _turned(n, pixels, (1, 1)) and (pixels < 196 or summed >= 256)
+
+
 def _native_cl_ok(t: Tensor) -> bool:
     """The channels_last kernels are a candidate ("auto" times them) or forced ("native")."""
     return _native_dtype_ok(t) and _policy in ("auto", "native")
@@ -1065,9 +1073,16 @@ def _grad_input_native(
         return gx
     size, threads = grad.element_size(), torch.get_num_threads()
     gp, xp, wp = grad.data_ptr(), gx.data_ptr(), w.data_ptr()
+    turned = not channels_last and _turned_grad_input(n, p, kg)
     for g in range(groups):
         wg = wp + g * kg * cg * size  # W_g: K/G x C/G, rows cg apart
-        if channels_last:  # W_g's packed copy bounded as in _mm_native_cl
+        if turned:  # gx^T = grad^T W_g on the channels_last kernel, channels p apart (see _turned)
+            budget = max(1, int(_NATIVE_CL_PACK_SHARE * p * min(kg, cg)))
+            _native.forward_cl(
+                gp + g * kg * p * size, 1, xp + g * cg * p * size, 1, wg, cg, 1, 0,
+                p, kg, cg, 0, threads, budget, p, 1, 1, 0, 0, p, p,
+            )  # fmt: skip
+        elif channels_last:  # W_g's packed copy bounded as in _mm_native_cl
             budget = max(1, int(_NATIVE_CL_PACK_SHARE * n * p * min(kg, cg)))
             _native.forward_cl(
                 gp + g * kg * size, k, xp + g * cg * size, c, wg, cg, 1, 0,
