@@ -597,6 +597,16 @@ static int NAME(gw_outer)(const Gw *j, long k0, long k1, long c0, long c1)
                 for (long cb = 0; cb < width; cb += 16)
                     for (long qb = 0; qb < np; qb += 16) {
                         long ce = cb + 16 < width ? cb + 16 : width, qe = qb + 16 < np ? qb + 16 : np;
+                        if (ce - cb == 16 && qe - qb == 16) { /* in registers, VL x VL at a time */
+                            for (long cv = cb; cv < ce; cv += VL)
+                                for (long qv = qb; qv < qe; qv += VL) {
+                                    V r[VL];
+                                    for (int t = 0; t < VL; t++) r[t] = NAME(load)(xi + (cv + t) * j->xc + p0 + qv);
+                                    NAME(transpose)(r);
+                                    for (int u = 0; u < VL; u++) NAME(store)(xs + (qv + u) * cpad + cv, r[u]);
+                                }
+                            continue;
+                        }
                         for (long c = cb; c < ce; c++) {
                             const float *src = xi + c * j->xc + p0;
                             for (long q = qb; q < qe; q++) xs[q * cpad + c] = src[q];
