@@ -386,6 +386,7 @@ _NATIVE_LARGE_PIXELS, _NATIVE_LARGE_MAX_WEIGHTS = 784, 65536  # 28 x 28 and more
 _NATIVE_MIN_PIXELS = 49  # forward, grad_input and grad_weight on images down to 7 x 7
 _NATIVE_FWD_MAX_SUM = 960  # ... for the forward and grad_weight below 28 x 28, over at most 960 channels
 _NATIVE_GW_DOT_CHANNELS = 100  # K + C: grad_weight's dot-product form (the C side's own threshold)
+_NATIVE_GW_WIDE_MAX_OUT = 512  # grad_weight of small images over more than 960 channels: into <= 512
 _NATIVE_MIN_BATCH = 8  # "on batches": measured at 32
 
 
@@ -410,8 +411,9 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
         return pixels >= _NATIVE_MIN_PIXELS
     if c + k <= _NATIVE_GW_DOT_CHANNELS:
         return True
-    if pixels >= _NATIVE_MIN_PIXELS and c <= _NATIVE_FWD_MAX_SUM:
-        return True  # few images of 7 x 7 to 14 x 14, the forward's own bound: 1.0-1.6x at batch 1
+    if pixels >= _NATIVE_MIN_PIXELS and (c <= _NATIVE_FWD_MAX_SUM or k <= _NATIVE_GW_WIDE_MAX_OUT):
+        return True  # few images of 7 x 7 to 14 x 14: 1.0-1.6x at batch 1; over 1024+ channels into
+        # at most 512 too since its transposes are in registers (MKL ahead into 1024)
     return max(c, k) >= 32 and (n >= _NATIVE_MIN_BATCH or pixels >= _NATIVE_LARGE_PIXELS)
 
 
