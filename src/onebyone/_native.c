@@ -59,6 +59,9 @@
 #ifndef KSPLIT
 #define KSPLIT 1 /* the forward may share out output channels when all pixels are one tile (0: never) */
 #endif
+#ifndef CL_PREFETCH_Y
+#define CL_PREFETCH_Y 1 /* channels_last: fetch the next micro-tile's output lines for writing (0: not) */
+#endif
 #define PANEL_SHARE 0.08 /* the forward's panels of small images, all threads', at most this share of x */
 
 typedef struct {

@@ -469,6 +469,12 @@ static inline void NAME(cl_tile)(const Cl *j, int mr, int cols, const float *wco
                                  const float *bb)
 {
     if (j->yk == 1) {
+        if (CL_PREFETCH_Y) { /* the next micro-tile's output lines, asked for ahead, for writing */
+            float *yn = j->y + (p + mr) * j->yp + b * NB;
+            long q = j->P - p - mr < MRMAX ? j->P - p - mr : MRMAX;
+            for (long r = 0; r < q; r++)
+                for (int l = 0; l < cols; l += 16) __builtin_prefetch(yn + r * j->yp + l, 1);
+        }
         NAME(tile_cols)(mr, cols, wcol, NB, cl_x_at(j, p), j->xw, j->xc, j->C, 1, 0, j->y + p * j->yp + b * NB,
                         j->yp, 1, 1, bb, 0, j->act);
         return;
