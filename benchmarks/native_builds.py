@@ -3,7 +3,7 @@
 Each ``-D`` list is one variant build of the kernels (``-D NAME=VALUE`` overrides a size or a
 switch that _native.c keeps under ``#ifndef``: KCMAX, TILE_BYTES, WIDE_TILE_BYTES, GW_OUTER_BYTES,
 GW_OUTER_IMAGES_BYTES, CL_GW_MIN_TILE, PFD, PACK_MIN_PIXELS, KSPLIT, FLOPS_PER_THREAD,
-CL_PREFETCH_Y). Two builds without overrides are made too: the control, which every time is
+FWD_PREFETCH_Y, CL_PREFETCH_Y, PREFETCH_Y_MIN_BYTES). Two builds without overrides are made too: the control, which every time is
 divided by, and a second copy of it, which shows how finely the comparison resolves (the same
 code, loaded at another address). All builds are loaded into one process and run in turn, interleaved, on the same data,
 through conv1x1's own native passes.

@@ -59,8 +59,14 @@
 #ifndef KSPLIT
 #define KSPLIT 1 /* the forward may share out output channels when all pixels are one tile (0: never) */
 #endif
+#ifndef FWD_PREFETCH_Y
+#define FWD_PREFETCH_Y 1 /* NCHW forward / grad_input: fetch the next tile's output lines for writing */
+#endif
 #ifndef CL_PREFETCH_Y
 #define CL_PREFETCH_Y 1 /* channels_last: fetch the next micro-tile's output lines for writing (0: not) */
+#endif
+#ifndef PREFETCH_Y_MIN_BYTES
+#define PREFETCH_Y_MIN_BYTES 4194304.0 /* ... on outputs over 4 MiB (smaller ones stay in cache) */
 #endif
 #define PANEL_SHARE 0.08 /* the forward's panels of small images, all threads', at most this share of x */
 
@@ -77,6 +83,7 @@ typedef struct {
     long kslice;                  /* > 0: items are slices of this many output channels (all pixels) */
     double base;                  /* floats of the op's input, which bounds the panels' memory */
     int failed;                   /* a thread could not get its staging buffer */
+    int pfy;                      /* ask for the next tile's output lines ahead (a large output) */
 } Fwd;
 
 typedef struct {
@@ -101,6 +108,7 @@ typedef struct {
     long tile;                    /* pixels per work item */
     int by_columns;               /* items are column blocks, packed one at a time (else pixel tiles) */
     int failed;                   /* a thread could not get its workspace */
+    int pfy;                      /* ask for the next micro-tile's output lines ahead (a large output) */
     long wo, ho, xw, xh, xn;      /* the pixels as rows of wo, ho rows per image: output pixel p reads
                                    * x + (p/wo/ho)*xn + (p/wo%ho)*xh + (p%wo)*xw (a strided input) */
     long xc, yk;                  /* channel strides of x and y: 1 (channels_last), or the pixels of one
@@ -342,6 +350,7 @@ static void fwd_range(const void *ctx, long i0, long i1)
 static int run_forward(Fwd *j, int threads)
 {
     long nb = 2L * isa.vl;
+    j->pfy = FWD_PREFETCH_Y && (double)j->N * j->K * j->P * sizeof(float) > PREFETCH_Y_MIN_BYTES;
     j->kc = j->C < KCMAX ? j->C : KCMAX;
     /* a sum over 1024 channels or more (4 chunks) on images of 14 x 14 or less, in a forward (the
      * weights' rows contiguous, not W^T as in grad_input): larger tiles, each block of weights in
@@ -493,6 +502,7 @@ static int run_forward_cl(Cl *j, int threads, double budget)
                     ((blocks >= 2L * threads && (double)j->P * j->C <= CL_COLUMNS_MAX_INPUT) ||
                      (budget > 0 && whole > budget));
     j->failed = 0;
+    j->pfy = CL_PREFETCH_Y && (double)j->P * j->K * sizeof(float) > PREFETCH_Y_MIN_BYTES;
     if (j->by_columns) {
         parallel(threads, blocks, cl_fwd_range, j);
         return j->failed ? -1 : 0;
@@ -550,7 +560,8 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "forward: bad sizes N=%zd C=%zd K=%zd P=%zd act=%d", N, C, K, P, act);
         return NULL;
     }
-    Fwd j = {as_ptr(x), xn, xc, as_ptr(y), yn, yc, as_ptr(w), wk, wc, as_ptr(bias), N, C, K, P, act, 0, 0, 0, 0};
+    Fwd j = {.x = as_ptr(x), .xn = xn, .xc = xc, .y = as_ptr(y), .yn = yn, .yc = yc, .w = as_ptr(w), .wk = wk,
+             .wc = wc, .bias = as_ptr(bias), .N = N, .C = C, .K = K, .P = P, .act = act};
     j.base = base > 0 ? (double)base : (double)N * C * P;
     int rc = 0;
     if (N > 0 && K > 0 && P > 0) {
@@ -602,8 +613,9 @@ static PyObject *py_forward_cl(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "forward_cl: bad sizes P=%zd C=%zd K=%zd act=%d", P, C, K, act);
         return NULL;
     }
-    Cl j = {as_ptr(x), xp, as_ptr(y), yp, as_ptr(w), si, sj, as_ptr(bias), P, C, K, act, NULL, NULL, 0, 0, 0,
-            wo, ho, xw, xh, xn, xc, yk};
+    Cl j = {.x = as_ptr(x), .xp = xp, .y = as_ptr(y), .yp = yp, .w = as_ptr(w), .si = si, .sj = sj,
+            .bias = as_ptr(bias), .P = P, .C = C, .K = K, .act = act, .wo = wo, .ho = ho, .xw = xw, .xh = xh,
+            .xn = xn, .xc = xc, .yk = yk};
     int rc = 0;
     if (P > 0 && K > 0) {
         Py_BEGIN_ALLOW_THREADS

@@ -260,9 +260,15 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                 for (long n = n0; n < n1; n++) {
                     const float *xi = j->x + n * j->xn + c0 * j->xc;
                     float *yi = j->y + n * j->yn + k0 * j->yc;
-                    for (long p = p0; p < full; p += NB)
+                    for (long p = p0; p < full; p += NB) {
+                        if (j->pfy && p + 2 * NB <= full) /* the next tile's output lines, for writing */
+                            for (int r = 0; r < mr; r++) {
+                                __builtin_prefetch(yi + r * j->yc + p + NB, 1);
+                                __builtin_prefetch(yi + r * j->yc + p + NB + VL, 1);
+                            }
                         NAME(tile)(mr, NV, xi + p, j->xc, wb, wrs, wis, nck, 1, 0, yi + p, j->yc, first, last, b, 1,
                                    j->act);
+                    }
                     if (half)
                         NAME(tile)(mr, 1, xi + full, j->xc, wb, wrs, wis, nck, 1, 0, yi + full, j->yc, first, last, b,
                                    1, j->act);
@@ -469,7 +475,7 @@ static inline void NAME(cl_tile)(const Cl *j, int mr, int cols, const float *wco
                                  const float *bb)
 {
     if (j->yk == 1) {
-        if (CL_PREFETCH_Y) { /* the next micro-tile's output lines, asked for ahead, for writing */
+        if (j->pfy) { /* the next micro-tile's output lines, asked for ahead, for writing */
             float *yn = j->y + (p + mr) * j->yp + b * NB;
             long q = j->P - p - mr < MRMAX ? j->P - p - mr : MRMAX;
             for (long r = 0; r < q; r++)
