@@ -1,15 +1,17 @@
 """The native kernels' tunable sizes compared: builds of src/onebyone/_native.c side by side.
 
-Each ``-D`` list is one variant build of the kernels (``-D NAME=VALUE`` overrides a size or a
-switch that _native.c keeps under ``#ifndef``: KCMAX, TILE_BYTES, WIDE_TILE_BYTES, GW_OUTER_BYTES,
+Each ``-D`` list is one variant build of the kernels (``-D NAME=VALUE`` overrides a size or a switch
+that _native.c keeps under ``#ifndef``: KCMAX, TILE_BYTES, WIDE_TILE_BYTES, GW_OUTER_BYTES,
 GW_OUTER_IMAGES_BYTES, CL_GW_MIN_TILE, PFD, PACK_MIN_PIXELS, KSPLIT, FLOPS_PER_THREAD,
-FWD_PREFETCH_Y, CL_PREFETCH_Y, PREFETCH_Y_MIN_BYTES). Two builds without overrides are made too: the control, which every time is
-divided by, and a second copy of it, which shows how finely the comparison resolves (the same
-code, loaded at another address). All builds are loaded into one process and run in turn, interleaved, on the same data,
-through conv1x1's own native passes.
+FWD_PREFETCH_Y, CL_PREFETCH_Y, PREFETCH_Y_MIN_BYTES). Two builds without overrides are made too: the
+control, which every time is divided by, and a second copy of it, which shows how finely the
+comparison resolves (the same code, loaded at another address). All builds are loaded into one
+process and run in turn, interleaved, on the same data, through conv1x1's own native passes.
 
 ``--against REV`` adds a build of the kernels as they were at a git revision (another commit of
-this repository), to time a change of the code itself against the code before it.
+this repository), to time a change of the code itself against the code before it. The calls into
+the kernels are this checkout's: a revision whose kernels take other arguments stops the run with
+a message.
 
     python benchmarks/native_builds.py -D WIDE_TILE_BYTES=196608L [-D GW_OUTER_BYTES=131072L ...]
         [--against HEAD~1 ...] [--layout nchw|channels_last] [--shapes GLOB ...] [--passes forward ...]
@@ -138,8 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         for pass_, fns in _runners(shape, cl).items():
             if pass_ not in args.passes:
                 continue
-            t = _time({n: on(m, fns["native"]) for n, m in zip(names, modules, strict=True)},
-                      args.repeats, args.min_sample_ms / 1e3)
+            try:
+                t = _time({n: on(m, fns["native"]) for n, m in zip(names, modules, strict=True)},
+                          args.repeats, args.min_sample_ms / 1e3)
+            except TypeError as err:  # a revision's kernels that take other arguments than this checkout's
+                print(f"{shape.name} {pass_}: a build cannot take this checkout's call: {err}",
+                      file=sys.stderr)
+                return 1
             ratios = " | ".join(f"{t[n] / t['control']:.3f}" for n in names[1:])
             print(f"| {shape.name} | {pass_} | {t['control'] * 1e3:.3f} | {ratios} |", flush=True)
     return 0
