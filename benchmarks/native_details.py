@@ -18,7 +18,8 @@ Sections:
               against F.conv2d
   turned      single NCHW images of 7 x 7 to 28 x 28: the forward (and grad_input) turned around on the
               channels_last kernel against the NCHW kernel and MKL, each pass straight on its kernel;
-              the stride-2 forward turned against gathered blocks, at batch 1 and 32
+              the forward of batches of 32 likewise; the stride-2 forward turned against gathered
+              blocks, at batch 1 and 32
 Timings are medians of --repeats runs after a warm-up unless a section says otherwise.
 """
 
@@ -226,6 +227,24 @@ def turned(repeats: int) -> None:
         for pass_, fns in runs.items():
             times = {name: min(_median_ms(fn, repeats) for _ in range(3)) for name, fn in fns.items()}
             print(f"  {c}x{hw}x{hw} -> {k} {pass_}: " + ", ".join(f"{n} {t:.3f}" for n, t in times.items()))
+    print("batch 32, forward: turned (one call, image after image) against the NCHW kernel (its panels "
+          "of 7 x 7 images) and MKL")
+    for c, hw, k in [(1024, 7, 1024), (2048, 7, 512), (832, 7, 384), (1024, 14, 256), (512, 14, 512),
+                     (256, 14, 1024)]:
+        n, p = 32, hw * hw
+        xb, w, yb = torch.randn(n, c, hw, hw), torch.randn(k, c), torch.empty(n, k, hw, hw)
+        xp, wp, yp = xb.data_ptr(), w.data_ptr(), yb.data_ptr()
+        images = (p, 1, 1, 0, c * p, p, p, k * p)  # an image a row; x's and y's images c*p and k*p apart
+        fns = {
+            "turned": partial(native.forward_cl, xp, 1, yp, 1, wp, 1, c, 0, n * p, c, k, 0, nt,
+                              int(share * xb.numel()), *images),
+            "NCHW kernel": partial(native.forward, xp, c * p, p, yp, k * p, p, wp, c, 1, 0, n, c, k, p, 0,
+                                   nt),
+            "MKL": partial(ops._forward_gemm, ops._mm_torch, xb, w, (1, 1), 1, False),
+        }
+        few = max(3, repeats // 4)
+        times = {name: min(_median_ms(fn, few) for _ in range(3)) for name, fn in fns.items()}
+        print(f"  {c}x{hw}x{hw} -> {k}, batch {n}: " + ", ".join(f"{m} {t:.3f}" for m, t in times.items()))
     print("stride 2, forward: turned (the kept pixels read where they lie) against gathered blocks (the "
           "NCHW path) on the NCHW kernel and on MKL; at batch 32 the turned form image by image")
     for n, c, hw, k in [(1, 256, 56, 512), (1, 512, 28, 1024), (32, 256, 56, 512)]:

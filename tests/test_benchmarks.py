@@ -64,7 +64,7 @@ def test_native_details_sections_run():
 def test_native_details_turned_section_times_three_ways():
     out = _run("benchmarks/native_details.py", "--section", "turned", "--repeats", "1")
     lines = [line for line in out.splitlines() if line.startswith("  ") and "->" in line]
-    assert len(lines) == 19 and all("turned " in s and "NCHW kernel " in s and "MKL " in s for s in lines)
+    assert len(lines) == 25 and all("turned " in s and "NCHW kernel " in s and "MKL " in s for s in lines)
     assert sum("gathered, MKL" in s for s in lines) == 3
 
 

@@ -629,8 +629,18 @@ def test_native_forward_of_one_nchw_image_turned_around(native, c, k, h, w, stri
     # one NCHW image runs y^T = x^T W^T on the channels_last kernel: 7 x 7 to 27 x 27 at stride 1,
     # any size with a stride (the kept pixels read where they lie, rows stride[0] * w apart)
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    assert ops._turned(1, -(-h // sh) * -(-w // sw), (sh, sw))
+    assert ops._turned(1, -(-h // sh) * -(-w // sw), (sh, sw), c // groups, k // groups)
     _check_native_case(1, c, k, h, w, activation, "nchw", stride=stride, groups=groups)
+
+
+@needs_native
+@pytest.mark.parametrize(("n", "c", "k", "h", "w", "groups"), [(5, 70, 40, 7, 9, 1), (3, 96, 60, 13, 13, 2)])
+@pytest.mark.parametrize("activation", [None, "relu6"])
+def test_native_forward_of_nchw_batches_turned_around(native, n, c, k, h, w, groups, activation):
+    # batches of small images run turned too: the kernel steps from image to image (x's images
+    # c*h*w apart, y's k*h*w apart), a micro-tile never crossing one
+    assert ops._turned(n, h * w, (1, 1), c // groups, k // groups)
+    _check_native_case(n, c, k, h, w, activation, "nchw", groups=groups)
 
 
 @needs_native
@@ -646,6 +656,7 @@ def test_every_instruction_set_build_is_right(native, isa):
                 _check_native_case(n, c, k, h, w, "relu", layout)
             _check_native_case(2, 12, 9, 9, 7, None, layout, stride=2, groups=3)
         _check_native_case(1, 30, 36, 17, 23, None, "nchw", stride=(2, 3), groups=3)  # turned, strided
+        _check_native_case(3, 96, 60, 13, 13, "relu", "nchw", groups=2)  # turned, a batch
         # every grad_weight form; 7 x 7 images on batches go many to a tile, the last tile part-full
         for case in [(2, 50, 20, 999), (3, 300, 40, 700), (1, 40, 300, 70), (45, 256, 256, 49),
                      (100, 300, 40, 49)]:
@@ -691,29 +702,34 @@ def test_native_runs_on_views_with_offsets(native, layout):
 
 @pytest.fixture
 def native_forward_calls(monkeypatch):
-    """The calls that reach the native NCHW kernel, recorded; the backend restored afterwards."""
+    """The calls that reach the native kernels' forward entries (the NCHW kernel, "forward", and
+    the channels_last one, "forward_cl"), recorded by name; the backend restored afterwards."""
     before = ops.set_backend("auto")
-    calls: list[tuple] = []
-    real = ops._native.forward
-    monkeypatch.setattr(ops._native, "forward", lambda *a: calls.append(a) or real(*a))
+    calls: list[str] = []
+    for name in ("forward", "forward_cl"):
+        real = getattr(ops._native, name)
+        record = lambda *a, name=name, real=real: calls.append(name) or real(*a)  # noqa: E731
+        monkeypatch.setattr(ops._native, name, record)
     yield calls
     ops.set_backend(before)
 
 
 @needs_native
 def test_auto_uses_native_where_the_rule_says(native_forward_calls):
-    """The seed's shape (few channels, many pixels) runs on the native kernels under "auto"."""
+    """NCHW float32 under "auto": the seed's shape (few channels, many pixels) on the NCHW kernel,
+    7 x 7 images (wide, few pixels) turned around on the channels_last kernel, 28 x 28 images over
+    1024 channels in a batch on MKL, float64 on MKL."""
     calls = native_forward_calls
     x = torch.randn(1, 50, 60, 60)
     conv1x1(x, torch.randn(20, 50, 1, 1))
-    assert len(calls) == 1
-    conv1x1(torch.randn(1, 1024, 7, 7), torch.randn(512, 1024, 1, 1))  # wide, few pixels: BLAS
-    assert len(calls) == 1
-    batch = 8 * torch.get_num_threads()  # ...but in batches, side by side in panels: native
-    conv1x1(torch.randn(batch, 1024, 7, 7), torch.randn(64, 1024, 1, 1))
-    assert len(calls) == 2
-    conv1x1(x.double(), torch.randn(20, 50, 1, 1, dtype=torch.float64))  # float64: BLAS
-    assert len(calls) == 2
+    assert calls == ["forward"]
+    conv1x1(torch.randn(1, 1024, 7, 7), torch.randn(512, 1024, 1, 1))
+    assert calls == ["forward", "forward_cl"]
+    conv1x1(torch.randn(8 * torch.get_num_threads(), 1024, 7, 7), torch.randn(64, 1024, 1, 1))
+    assert calls == ["forward", "forward_cl", "forward_cl"]
+    conv1x1(torch.randn(2, 1024, 28, 28), torch.randn(256, 1024, 1, 1))
+    conv1x1(x.double(), torch.randn(20, 50, 1, 1, dtype=torch.float64))
+    assert calls == ["forward", "forward_cl", "forward_cl"]
 
 
 @needs_native

@@ -113,6 +113,7 @@ typedef struct {
                                    * x + (p/wo/ho)*xn + (p/wo%ho)*xh + (p%wo)*xw (a strided input) */
     long xc, yk;                  /* channel strides of x and y: 1 (channels_last), or the pixels of one
                                    * NCHW image (its product turned around: y^T = x^T W^T) */
+    long yn;                      /* with yk != 1: y's image stride (an image is wo x ho pixels) */
 } Cl;
 
 /* The input row of output pixel p of a channels_last product; micro-tiles never cross a row. */
@@ -597,11 +598,11 @@ static PyObject *py_grad_weight(PyObject *self, PyObject *args)
 static PyObject *py_forward_cl(PyObject *self, PyObject *args)
 {
     Py_ssize_t x, xp, y, yp, w, si, sj, bias, P, C, K, budget = 0, wo = 0, ho = 1, xw = 0, xh = 0, xn = 0;
-    Py_ssize_t xc = 1, yk = 1;
+    Py_ssize_t xc = 1, yk = 1, yn = 0;
     int act, threads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii|nnnnnnnn", &x, &xp, &y, &yp, &w, &si, &sj, &bias, &P, &C, &K,
-                          &act, &threads, &budget, &wo, &ho, &xw, &xh, &xn, &xc, &yk))
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii|nnnnnnnnn", &x, &xp, &y, &yp, &w, &si, &sj, &bias, &P, &C, &K,
+                          &act, &threads, &budget, &wo, &ho, &xw, &xh, &xn, &xc, &yk, &yn))
         return NULL;
     if (wo <= 0) wo = P > 0 ? P : 1, ho = 1, xw = xp, xh = 0, xn = 0; /* one row: every pixel xp apart */
     if (ho < 1 || P % wo || (P / wo) % ho) {
@@ -615,7 +616,7 @@ static PyObject *py_forward_cl(PyObject *self, PyObject *args)
     }
     Cl j = {.x = as_ptr(x), .xp = xp, .y = as_ptr(y), .yp = yp, .w = as_ptr(w), .si = si, .sj = sj,
             .bias = as_ptr(bias), .P = P, .C = C, .K = K, .act = act, .wo = wo, .ho = ho, .xw = xw, .xh = xh,
-            .xn = xn, .xc = xc, .yk = yk};
+            .xn = xn, .xc = xc, .yk = yk, .yn = yn};
     int rc = 0;
     if (P > 0 && K > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -712,10 +713,11 @@ static PyMethodDef methods[] = {
      "2 outer products transposing the narrower operand, -1 the measured choice."},
     {"forward_cl", py_forward_cl, METH_VARARGS,
      "forward_cl(x, xp, y, yp, w, si, sj, bias, P, C, K, act, threads, budget=0, wo=0, ho=1, xw=0, xh=0, "
-     "xn=0, xc=1, yk=1): channels_last y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + "
+     "xn=0, xc=1, yk=1, yn=0): channels_last y[p,j] = act(sum_i x[p,i] w(i,j) + bias[j]), w(i, j) at w + i*si + "
      "j*sj; a packed copy of the whole of w only within budget floats (0: no limit), else block by block; "
      "with wo > 0 the pixels are rows of wo, ho per image, pixel p at x + (p/wo/ho)*xn + (p/wo%ho)*xh + "
-     "(p%wo)*xw (a strided input); x[p,i] at that pixel + i*xc, y[p,j] at y + p*yp + j*yk."},
+     "(p%wo)*xw (a strided input); x[p,i] at that pixel + i*xc, y[p,j] at y + p*yp + j*yk, or with "
+     "yk != 1 (channel-major images) at y + (p/(wo*ho))*yn + (p%(wo*ho))*yp + j*yk."},
     {"grad_weight_cl", py_grad_weight_cl, METH_VARARGS,
      "grad_weight_cl(g, gp, x, xp, out, ok, P, K, C, accumulate, threads): channels_last "
      "out[k,c] (+)= sum over p of g[p,k] x[p,c]."},

@@ -12,7 +12,7 @@ def threading() -> str: ...
 def forward_cl(
     x: int, xp: int, y: int, yp: int, w: int, si: int, sj: int, bias: int,
     p: int, c: int, k: int, act: int, threads: int, budget: int = 0, wo: int = 0, ho: int = 1,
-    xw: int = 0, xh: int = 0, xn: int = 0, xc: int = 1, yk: int = 1, /,
+    xw: int = 0, xh: int = 0, xn: int = 0, xc: int = 1, yk: int = 1, yn: int = 0, /,
 ) -> None: ...
 def grad_weight_cl(
     g: int, gp: int, x: int, xp: int, out: int, ok: int, p: int, k: int, c: int, accumulate: int,

@@ -487,7 +487,8 @@ static inline void NAME(cl_tile)(const Cl *j, int mr, int cols, const float *wco
     }
     float ybuf[MRMAX * NB] __attribute__((aligned(64)));
     NAME(tile)(mr, NV, wcol, NB, cl_x_at(j, p), j->xw, j->xc, j->C, 1, 0, ybuf, NB, 1, 1, bb, 0, j->act);
-    float *y = j->y + p * j->yp + b * NB * j->yk;
+    long per_image = j->wo * j->ho, image = p / per_image; /* micro-tiles never cross a row, nor an image */
+    float *y = j->y + image * j->yn + (p - image * per_image) * j->yp + b * NB * j->yk;
     for (int l = 0; l < cols; l++)
         for (int r = 0; r < mr; r++) y[r * j->yp + l * j->yk] = ybuf[r * NB + l];
 }

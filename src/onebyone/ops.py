@@ -372,9 +372,10 @@ def _native_dtype_ok(t: Tensor) -> bool:
 # BLAS"): they read each pixel once and keep a block of outputs in registers while the channels
 # stream past. Forward wins on images of 28 x 28 and more with up to 64 Ki weights (1.1x to 2x at
 # batch 1: the seed's 50 -> 20 maps, the early GoogLeNet / ResNet / MobileNet layers), on smaller
-# images down to 7 x 7 while the sum runs over at most 960 channels (1.05x to 1.5x), and on single
-# images of 7 x 7 to 27 x 27 over any number of channels, turned around (see _turned: 1.03x to
-# 1.35x); BLAS's cache blocking keeps the sums over 1024 channels and more on batches. grad_input
+# images down to 7 x 7 while the sum runs over at most 960 channels (1.05x to 1.5x), and turned
+# around on single images of 7 x 7 to 27 x 27 and on batches of smaller ones over any number of
+# channels (see _turned: 1.03x to 1.35x); BLAS's cache blocking keeps the sums over 1024 channels
+# and more on batches of 28 x 28 images and larger. grad_input
 # wins from 7 x 7 (1.1x to 2x on single images, narrow or wide). grad_weight runs as dot products
 # along the pixels with few channels (K + C <= 100) and as outer products on transposed tiles
 # otherwise, ahead on batches, on large images and on smaller ones within the forward's bound.
@@ -405,7 +406,7 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
         # images under 64 pixels in batches that give each thread groups of them: the kernels put
         # a group's pixels side by side, where MKL tiles each 7 x 7 image on its own
         panels = pixels < 64 and n >= 8 * torch.get_num_threads()
-        turned = _turned(n, pixels, (1, 1)) and c <= _NATIVE_CL_WORKSPACE_MAX_C  # see _turned
+        turned = _turned(n, pixels, (1, 1), c, k) and c <= _NATIVE_CL_WORKSPACE_MAX_C  # see _turned
         return large or panels or turned or (pixels >= _NATIVE_MIN_PIXELS and c <= _NATIVE_FWD_MAX_SUM)
     if pass_ == "grad_input":
         return pixels >= _NATIVE_MIN_PIXELS
@@ -693,7 +694,7 @@ def _forward_native(
     k, cg = w.shape
     ho, wo = -(-h // stride[0]), -(-wd // stride[1])
     kg, p = k // groups, ho * wo
-    turned = not channels_last and _turned(n, p, stride) and _native_cl_forward_ok(x, w, groups)
+    turned = not channels_last and _turned(n, p, stride, cg, kg) and _native_cl_forward_ok(x, w, groups)
     if stride != (1, 1) and not channels_last and not turned:
         y = _forward_gemm(_mm_native, x, w, stride, groups, channels_last)
         return _finished(y, bias, activation, channels_last)
@@ -705,14 +706,14 @@ def _forward_native(
     for g in range(groups):
         b = 0 if bias is None else bias.data_ptr() + g * kg * size
         wg = w.data_ptr() + g * kg * cg * size
-        if turned:  # one NCHW image as y^T = x^T W^T: the channels_last kernel, channels h*wd apart
+        if turned:  # NCHW images as y^T = x^T W^T: the channels_last kernel, channels h*wd apart
             xg, yg = x.data_ptr() + g * cg * h * wd * size, y.data_ptr() + g * kg * p * size
             budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))
-            if stride == (1, 1):  # one row of p pixels, 1 apart
-                rows = (p, 1, 1, 0, 0, h * wd, p)
+            if stride == (1, 1):  # an image is one row of p pixels, 1 apart; images c*p and k*p apart
+                images = (p, 1, 1, 0, c * p, h * wd, p, k * p)
             else:  # ho rows of wo kept pixels, stride[1] apart, the rows stride[0] * wd apart
-                rows = (wo, ho, stride[1], stride[0] * wd, 0, h * wd, p)
-            _native.forward_cl(xg, 1, yg, 1, wg, 1, cg, b, p, cg, kg, act, threads, budget, *rows)
+                images = (wo, ho, stride[1], stride[0] * wd, c * h * wd, h * wd, p, k * p)
+            _native.forward_cl(xg, 1, yg, 1, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *images)
         elif channels_last:  # X_g (kept pixels x C/G) @ W_g^T, W_g^T[i, j] = w[g*kg + j, i]
             xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
             budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))  # for a copy of all of W^T
@@ -725,17 +726,27 @@ def _forward_native(
     return y
 
 
-# A single NCHW image of 7 x 7 to 27 x 27 goes through the forward turned around, y^T = x^T W^T, on
-# the channels_last kernel (pixels as rows, 12 at a time; output channels as columns, 32 at a time;
-# W^T packed a block at a time): its 49 to 729 pixels are too few for the NCHW kernel's vectors of
-# pixels, and they fill its rows. ResNet-50's 2048x7x7->512 and MobileNet's 1024x7x7->1024: 0.52
-# ms against 0.88 ms for the NCHW kernel and 0.70 ms for MKL; the 14 x 14 layers 0.9-1.0x of the
-# NCHW kernel's time; from 28 x 28 the NCHW kernel is ahead (0.76-0.74x of the turned time). So is
-# a single strided image of any size: the kernel reads the kept pixels where they lie, with no
-# gathered blocks (ResNet-50's 256x56x56->512 stride-2 shortcut 1.09 against 1.38 ms; at batch 32
-# image by image was slower than the gathered blocks). `native_details.py --section turned`.
-def _turned(n: int, pixels: int, stride: tuple[int, int]) -> bool:
-    return n == 1 and (stride != (1, 1) or _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS)
+# NCHW images of 7 x 7 to 27 x 27 can go through the forward turned around, y^T = x^T W^T, on the
+# channels_last kernel (pixels as rows, 12 at a time; output channels as columns, 32 at a time;
+# W^T packed a block at a time and run over every image): a 7 x 7 image's 49 pixels are too few
+# for the NCHW kernel's vectors of pixels, and they fill the turned tile's rows. Single images of
+# 7 x 7 to 27 x 27: ResNet-50's 2048x7x7->512 and MobileNet's 1024x7x7->1024 0.52 ms against 0.88
+# ms on the NCHW kernel and 0.70 ms for MKL, 14 x 14 layers 0.9-1.0x of the NCHW kernel's time; at
+# 28 x 28 the NCHW kernel is ahead (0.74-0.76x of the turned time). Batches of images under 14 x 14,
+# and of 14 x 14 to 27 x 27 that sum over more channels than they output: MobileNet's 1024x7x7->1024
+# at batch 32 15.3 against 20.4 ms on the NCHW kernel's panels (F.conv2d 16-22 ms),
+# 1024x14x14->256 16.9 against 18.4 ms for MKL; 256x14x14->1024 18.1 against 17.1 ms, not taken.
+# So is a single strided image of any size: the kernel reads the kept pixels where they lie, with
+# no gathered blocks (ResNet-50's 256x56x56->512 stride-2 shortcut 1.09 against 1.38 ms; at batch
+# 32 image by image was slower than the gathered blocks). `native_details.py --section turned`.
+def _turned(n: int, pixels: int, stride: tuple[int, int], c: int, k: int) -> bool:
+    """Whether an NCHW forward of n images (pixels each, after the stride), c channels into k per
+    group, runs turned around."""
+    if stride != (1, 1):
+        return n == 1
+    if not _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS:
+        return False
+    return n == 1 or pixels < 196 or c > k
 
 
 # grad_input of a single image turned the same way (gx^T = grad^T W): 7 x 7 to 13 x 13 images,
@@ -743,7 +754,7 @@ def _turned(n: int, pixels: int, stride: tuple[int, int]) -> bool:
 # against 0.67 ms on the NCHW kernel, its 1024x14x14->256 0.53 against 0.58; GoogLeNet's
 # 480x14x14->192, summing 192, 0.20 against 0.19).
 def _turned_grad_input(n: int, pixels: int, summed: int) -> bool:
-    return _turned(n, pixels, (1, 1)) and (pixels < 196 or summed >= 256)
+    return n == 1 and _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS and (pixels < 196 or summed >= 256)
 
 
 def _native_cl_ok(t: Tensor) -> bool:
