@@ -436,7 +436,8 @@ static void NAME(cl_pack_block)(const Cl *j, long b, float *dst, float *bdst)
         long full = j->C / VL * VL;
         for (long l0 = 0; l0 < NB; l0 += VL) {
             const float *rows[VL];
-            for (int t = 0; t < VL; t++) rows[t] = b * NB + l0 + t < j->K ? j->w + (b * NB + l0 + t) * j->sj : NULL;
+            for (int t = 0; t < VL; t++)
+                rows[t] = b * NB + l0 + t < j->K ? j->w + (b * NB + l0 + t) * j->sj : NULL;
             for (long i0 = 0; i0 < full; i0 += VL) {
                 V r[VL];
                 for (int t = 0; t < VL; t++) r[t] = rows[t] ? NAME(load)(rows[t] + i0) : NAME(splat)(0.0f);
@@ -494,8 +495,8 @@ static inline void NAME(cl_tile)(const Cl *j, int mr, int cols, const float *wco
 }
 
 /* The end of the next micro-tile from pixel p up to end: at most MRMAX rows, the rest shared out
- * evenly (49 pixels go 10, 10, 10, 10, 9, not 12, 12, 12, 12 and a lone pixel at a third of the
- * speed: a micro-tile of one row waits on its loads). */
+ * evenly (49 pixels go 10, 10, 10, 10, 9, not 12, 12, 12, 12 and a lone pixel, whose micro-tile of
+ * one row waits on its loads). */
 static inline long NAME(cl_next)(long p, long end)
 {
     long left = end - p, tiles = (left + MRMAX - 1) / MRMAX;
@@ -614,7 +615,8 @@ static int NAME(gw_outer)(const Gw *j, long k0, long k1, long c0, long c1)
                             for (long cv = cb; cv < ce; cv += VL)
                                 for (long qv = qb; qv < qe; qv += VL) {
                                     V r[VL];
-                                    for (int t = 0; t < VL; t++) r[t] = NAME(load)(xi + (cv + t) * j->xc + p0 + qv);
+                                    for (int t = 0; t < VL; t++)
+                                        r[t] = NAME(load)(xi + (cv + t) * j->xc + p0 + qv);
                                     NAME(transpose)(r);
                                     for (int u = 0; u < VL; u++) NAME(store)(xs + (qv + u) * cpad + cv, r[u]);
                                 }

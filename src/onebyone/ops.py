@@ -375,10 +375,10 @@ def _native_dtype_ok(t: Tensor) -> bool:
 # images down to 7 x 7 while the sum runs over at most 960 channels (1.05x to 1.5x), and turned
 # around on single images of 7 x 7 to 27 x 27 and on batches of smaller ones over any number of
 # channels (see _turned: 1.03x to 1.35x); BLAS's cache blocking keeps the sums over 1024 channels
-# and more on batches of 28 x 28 images and larger. grad_input
-# wins from 7 x 7 (1.1x to 2x on single images, narrow or wide). grad_weight runs as dot products
-# along the pixels with few channels (K + C <= 100) and as outer products on transposed tiles
-# otherwise, ahead on batches, on large images and on smaller ones within the forward's bound.
+# and more on batches of 28 x 28 images and larger. grad_input wins from 7 x 7 (1.1x to 2x on
+# single images, narrow or wide). grad_weight runs as dot products along the pixels with few
+# channels (K + C <= 100) and as outer products on transposed tiles otherwise, ahead on batches,
+# on large images and on smaller ones over at most 960 channels or into at most 512.
 # Narrow layers of single images (at most 48 outputs, a few MFLOP) win only since the kernels share
 # them out to every thread. Tiny problems (where a BLAS call's own overhead is most of the time)
 # always run native.
@@ -687,9 +687,10 @@ def _forward_native(
     activation: str | None,
     channels_last: bool,
 ) -> Tensor:
-    """float32 on the direct kernels, either layout, bias and activation fused into the stores; an
-    NCHW input with a stride goes by the gathered blocks of _forward_gemm and the epilogue after
-    (its kept pixels are not contiguous), a channels_last one is read where it lies."""
+    """float32 on the direct kernels, either layout, bias and activation fused into the stores. Small
+    NCHW images run turned around on the channels_last kernel (see _turned); an NCHW batch with a
+    stride goes by the gathered blocks of _forward_gemm and the epilogue after (its kept pixels are
+    not contiguous), a channels_last input or a single NCHW image is read where it lies."""
     n, c, h, wd = x.shape
     k, cg = w.shape
     ho, wo = -(-h // stride[0]), -(-wd // stride[1])
