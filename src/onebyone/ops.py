@@ -704,12 +704,12 @@ def _forward_native(
         bias = bias.contiguous()
     act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
     size, threads = x.element_size(), torch.get_num_threads()
+    budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))  # channels_last kernel: a copy of all of W^T
     for g in range(groups):
         b = 0 if bias is None else bias.data_ptr() + g * kg * size
         wg = w.data_ptr() + g * kg * cg * size
         if turned:  # NCHW images as y^T = x^T W^T: the channels_last kernel, channels h*wd apart
             xg, yg = x.data_ptr() + g * cg * h * wd * size, y.data_ptr() + g * kg * p * size
-            budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))
             if stride == (1, 1):  # an image is one row of p pixels, 1 apart; images c*p and k*p apart
                 images = (p, 1, 1, 0, c * p, h * wd, p, k * p)
             else:  # ho rows of wo kept pixels, stride[1] apart, the rows stride[0] * wd apart
@@ -717,7 +717,6 @@ def _forward_native(
             _native.forward_cl(xg, 1, yg, 1, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *images)
         elif channels_last:  # X_g (kept pixels x C/G) @ W_g^T, W_g^T[i, j] = w[g*kg + j, i]
             xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
-            budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))  # for a copy of all of W^T
             # rows of wo kept pixels, stride[1] * c floats apart; ho rows per image
             rows = (wo, ho, stride[1] * c, stride[0] * wd * c, h * wd * c)
             _native.forward_cl(xg, c, yg, k, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *rows)
@@ -745,9 +744,12 @@ def _turned(n: int, pixels: int, stride: tuple[int, int], c: int, k: int) -> boo
     group, runs turned around."""
     if stride != (1, 1):
         return n == 1
-    if not _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS:
-        return False
-    return n == 1 or pixels < 196 or c > k
+    return _small_image(pixels) and (n == 1 or pixels < 196 or c > k)
+
+
+def _small_image(pixels: int) -> bool:
+    """7 x 7 to 27 x 27: the images the turned-around passes are measured on."""
+    return _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS
 
 
 # grad_input of a single image turned the same way (gx^T = grad^T W): 7 x 7 to 13 x 13 images,
@@ -755,7 +757,7 @@ def _turned(n: int, pixels: int, stride: tuple[int, int], c: int, k: int) -> boo
 # against 0.67 ms on the NCHW kernel, its 1024x14x14->256 0.53 against 0.58; GoogLeNet's
 # 480x14x14->192, summing 192, 0.20 against 0.19).
 def _turned_grad_input(n: int, pixels: int, summed: int) -> bool:
-    return n == 1 and _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS and (pixels < 196 or summed >= 256)
+    return n == 1 and _small_image(pixels) and (pixels < 196 or summed >= 256)
 
 
 def _native_cl_ok(t: Tensor) -> bool:
