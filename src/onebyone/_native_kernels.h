@@ -42,11 +42,14 @@ static inline __attribute__((always_inline)) void NAME(store)(float *p, V v) { *
  * on (segment s's rows follow s-1's), the row operand jumps by segstride (grad_weight's images, one
  * after another, while the sums stay in registers). first: start from the bias (one value per row, or
  * a vector per column when bias_rows is 0) or zero, else from y; last: apply the activation before
- * the store. */
+ * the store. pfr, when not 0: the row operand's rows pfr floats further on (the next micro-tile's
+ * pixels in a channels_last input) are asked for ahead, a line of each every 16 steps, since the
+ * hardware prefetcher does not follow a dozen short rows read across at once (measured: 1.05-1.17x
+ * faster forward on batches of 32 with under 512 channels). */
 static inline __attribute__((always_inline)) void NAME(tile_micro)(
     const int mr, const int nv, const float *col, long cs, const float *row, long rs, long is, long n,
     long nseg, long segstride, float *y, long ys, int first, int last, const float *bias, int bias_rows,
-    int act)
+    int act, long pfr)
 {
     V acc[MRMAX][NV];
 #pragma GCC unroll 16
@@ -67,6 +70,10 @@ static inline __attribute__((always_inline)) void NAME(tile_micro)(
 #pragma GCC unroll 4
             for (int v = 0; v < nv; v++) __builtin_prefetch(col + i * cs + PFD + v * VL);
             const float *ri = row + i * is;
+            if (pfr && !(i & 15)) { /* the next micro-tile's rows, a line each 16 steps */
+#pragma GCC unroll 16
+                for (int r = 0; r < mr; r++) __builtin_prefetch(ri + r * rs + pfr);
+            }
 #pragma GCC unroll 16
             for (int r = 0; r < mr; r++) {
                 V b = NAME(splat)(ri[r * rs]);
@@ -99,14 +106,14 @@ static inline __attribute__((always_inline)) void NAME(tile_micro)(
 
 #define TILE_CASE(M)                                                                                  \
     case 4 * M + 1:                                                                               \
-        NAME(tile_micro)(M, 1, col, cs, row, rs, is, n, nseg, segstride, y, ys, first, last, bias, bias_rows, act); break; \
+        NAME(tile_micro)(M, 1, col, cs, row, rs, is, n, nseg, segstride, y, ys, first, last, bias, bias_rows, act, pfr); break; \
     case 4 * M + 2:                                                                               \
-        NAME(tile_micro)(M, 2, col, cs, row, rs, is, n, nseg, segstride, y, ys, first, last, bias, bias_rows, act); break;
+        NAME(tile_micro)(M, 2, col, cs, row, rs, is, n, nseg, segstride, y, ys, first, last, bias, bias_rows, act, pfr); break;
 
 /* The micro-tile for mr rows (1..MRMAX) and nv vectors of columns (1 or NV): all compiled out. */
 static void NAME(tile)(int mr, int nv, const float *col, long cs, const float *row, long rs, long is, long n,
                        long nseg, long segstride, float *y, long ys, int first, int last, const float *bias,
-                       int bias_rows, int act)
+                       int bias_rows, int act, long pfr)
 {
     switch (4 * mr + nv) {
         TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4)
@@ -126,17 +133,17 @@ static void NAME(tile)(int mr, int nv, const float *col, long cs, const float *r
  * and padded, or staged), and only the valid columns copied out. */
 static inline void NAME(tile_cols)(int mr, int cols, const float *col, long cs, const float *row, long rs,
                                    long is, long n, long nseg, long segstride, float *y, long ys, int first,
-                                   int last, const float *bias, int bias_rows, int act)
+                                   int last, const float *bias, int bias_rows, int act, long pfr)
 {
     int nv = cols > VL ? NV : 1;
     if (cols == nv * VL) {
-        NAME(tile)(mr, nv, col, cs, row, rs, is, n, nseg, segstride, y, ys, first, last, bias, bias_rows, act);
+        NAME(tile)(mr, nv, col, cs, row, rs, is, n, nseg, segstride, y, ys, first, last, bias, bias_rows, act, pfr);
         return;
     }
     float ybuf[MRMAX * NB] __attribute__((aligned(64)));
     if (!first)
         for (int r = 0; r < mr; r++) copy_floats(ybuf + r * NB, y + r * ys, cols);
-    NAME(tile)(mr, nv, col, cs, row, rs, is, n, nseg, segstride, ybuf, NB, first, last, bias, bias_rows, act);
+    NAME(tile)(mr, nv, col, cs, row, rs, is, n, nseg, segstride, ybuf, NB, first, last, bias, bias_rows, act, pfr);
     for (int r = 0; r < mr; r++) copy_floats(y + r * ys, ybuf + r * NB, cols);
 }
 
@@ -193,7 +200,7 @@ static int NAME(fwd_panel_items)(const Fwd *j, long i0, long i1)
                     long img = p / j->P, q = p - img * j->P; /* the tile's first image and pixel */
                     float *y0 = j->y + (n0 + img) * j->yn + k0 * j->yc + q;
                     if (w == nv * VL && q + w <= j->P) { /* inside one image: in place */
-                        NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, 1, 0, y0, j->yc, first, last, b, 1, j->act);
+                        NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, 1, 0, y0, j->yc, first, last, b, 1, j->act, 0);
                         continue;
                     }
                     /* lanes [s, e) of the tile belong to image img at pixel q + ... : split */
@@ -205,7 +212,7 @@ static int NAME(fwd_panel_items)(const Fwd *j, long i0, long i1)
                                 copy_floats(ybuf + r * NB + s, src + r * j->yc, e - s);
                             s = e;
                         }
-                    NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, 1, 0, ybuf, NB, first, last, b, 1, j->act);
+                    NAME(tile)(mr, nv, xp + p, width, wb, wrs, wis, nck, 1, 0, ybuf, NB, first, last, b, 1, j->act, 0);
                     for (long s = 0, n = img, qq = q; s < w; n++, qq = 0) {
                         long e = s + (j->P - qq) < w ? s + (j->P - qq) : w;
                         float *dst = j->y + (n0 + n) * j->yn + k0 * j->yc + qq;
@@ -267,11 +274,11 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                                 __builtin_prefetch(yi + r * j->yc + p + NB + VL, 1);
                             }
                         NAME(tile)(mr, NV, xi + p, j->xc, wb, wrs, wis, nck, 1, 0, yi + p, j->yc, first, last, b, 1,
-                                   j->act);
+                                   j->act, 0);
                     }
                     if (half)
                         NAME(tile)(mr, 1, xi + full, j->xc, wb, wrs, wis, nck, 1, 0, yi + full, j->yc, first, last, b,
-                                   1, j->act);
+                                   1, j->act, 0);
                     if (!rem) continue;
                     const float *xs;
                     long xstride, lane0;
@@ -289,7 +296,7 @@ static int NAME(fwd_items)(const Fwd *j, long i0, long i1)
                             memset(ybuf + r * NB, 0, VL * sizeof(float));
                             copy_floats(ybuf + r * NB + lane0, yi + r * j->yc + tail, rem);
                         }
-                    NAME(tile)(mr, 1, xs, xstride, wb, wrs, wis, nck, 1, 0, ybuf, NB, first, last, b, 1, j->act);
+                    NAME(tile)(mr, 1, xs, xstride, wb, wrs, wis, nck, 1, 0, ybuf, NB, first, last, b, 1, j->act, 0);
                     for (int r = 0; r < mr; r++)
                         copy_floats(yi + r * j->yc + tail, ybuf + r * NB + lane0, rem);
                 }
@@ -473,7 +480,7 @@ static void NAME(cl_pack)(const Cl *j, float *wp, float *bp)
  * bb its bias). Stored in place when the output's channels are contiguous; else (an NCHW output,
  * channel after channel) computed into a buffer and written out channel by channel. */
 static inline void NAME(cl_tile)(const Cl *j, int mr, int cols, const float *wcol, long p, long b,
-                                 const float *bb)
+                                 const float *bb, long pfr)
 {
     if (j->yk == 1) {
         if (j->pfy) { /* the next micro-tile's output lines, asked for ahead, for writing */
@@ -483,11 +490,11 @@ static inline void NAME(cl_tile)(const Cl *j, int mr, int cols, const float *wco
                 for (int l = 0; l < cols; l += 16) __builtin_prefetch(yn + r * j->yp + l, 1);
         }
         NAME(tile_cols)(mr, cols, wcol, NB, cl_x_at(j, p), j->xw, j->xc, j->C, 1, 0, j->y + p * j->yp + b * NB,
-                        j->yp, 1, 1, bb, 0, j->act);
+                        j->yp, 1, 1, bb, 0, j->act, pfr);
         return;
     }
     float ybuf[MRMAX * NB] __attribute__((aligned(64)));
-    NAME(tile)(mr, NV, wcol, NB, cl_x_at(j, p), j->xw, j->xc, j->C, 1, 0, ybuf, NB, 1, 1, bb, 0, j->act);
+    NAME(tile)(mr, NV, wcol, NB, cl_x_at(j, p), j->xw, j->xc, j->C, 1, 0, ybuf, NB, 1, 1, bb, 0, j->act, 0);
     long per_image = j->wo * j->ho, image = p / per_image; /* micro-tiles never cross a row, nor an image */
     float *y = j->y + image * j->yn + (p - image * per_image) * j->yp + b * NB * j->yk;
     for (int l = 0; l < cols; l++)
@@ -519,7 +526,7 @@ static int NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
             NAME(cl_pack_block)(j, b, ws, bb);
             for (long p = 0, next; p < j->P; p = next) {
                 next = NAME(cl_next)(p, (p / j->wo + 1) * j->wo);
-                NAME(cl_tile)(j, (int)(next - p), cols, ws, p, b, j->bias ? bb : NULL);
+                NAME(cl_tile)(j, (int)(next - p), cols, ws, p, b, j->bias ? bb : NULL, 0);
             }
         }
         return 0;
@@ -533,7 +540,10 @@ static int NAME(cl_fwd_items)(const Cl *j, long i0, long i1)
             for (long p = p0, next; p < p1; p = next) {
                 long row_end = (p / j->wo + 1) * j->wo;
                 next = NAME(cl_next)(p, row_end < p1 ? row_end : p1);
-                NAME(cl_tile)(j, (int)(next - p), cols, wb, p, b, bb);
+                long pfr = 0, q = next < p1 ? next : p1 < j->P ? p1 : -1; /* the next micro-tile: this
+                                                                             * item's, or the next item's */
+                if (j->pfx && j->xc == 1 && q >= 0) pfr = cl_x_at(j, q) - cl_x_at(j, p);
+                NAME(cl_tile)(j, (int)(next - p), cols, wb, p, b, bb, pfr);
             }
         }
     }
@@ -569,7 +579,7 @@ static void NAME(cl_gw_blocks)(const ClGw *j, long b0, long b1)
                 cs = NB;
             }
             NAME(tile_cols)(mr, cols, col, cs, j->g + p0 * j->gp + k0, 1, j->gp, np, 1, 0, j->out + k0 * j->ok + c0,
-                          j->ok, first, 0, NULL, 0, 0);
+                          j->ok, first, 0, NULL, 0, 0, 0);
         }
     }
 }
@@ -633,7 +643,7 @@ static int NAME(gw_outer)(const Gw *j, long k0, long k1, long c0, long c1)
                 for (long cb = 0; cb < width; cb += NB) {
                     int cols = (int)(width - cb < NB ? width - cb : NB);
                     NAME(tile_cols)(mr, cols, xt + cb, cpad, gi + k * j->gc + p0, j->gc, 1, np, nseg, j->gn,
-                                    j->out + k * j->ok + c0 + cb, j->ok, first, 0, NULL, 0, 0);
+                                    j->out + k * j->ok + c0 + cb, j->ok, first, 0, NULL, 0, 0, 0);
                 }
             }
         }
