@@ -775,6 +775,29 @@ def test_native_grad_weight_in_every_form(n, c, k, p, method, accumulate):
     assert torch.equal(out[:, c:], before[:, c:])
 
 
+@needs_native
+@pytest.mark.parametrize(
+    ("c", "k", "p"),
+    [
+        (192, 16, 2000),  # narrow: the threads split the pixels, each summing into its own K x C
+        (37, 29, 1201),  # ... with an odd share each and a last column block staged
+        (300, 260, 700),  # wide (K x C over the split's limit): the threads split the blocks of sums
+    ],
+)
+@pytest.mark.parametrize("accumulate", [0, 1])
+def test_native_channels_last_grad_weight_added_or_not(c, k, p, accumulate):
+    gen = torch.Generator().manual_seed(c + k + p)
+    g = torch.randn(p, k, generator=gen)
+    x = torch.randn(p, c, generator=gen)
+    out = torch.randn(k, c + 3, generator=gen)  # a row stride wider than the row: nothing else moves
+    before = out.clone()
+    ptrs = (g.data_ptr(), k, x.data_ptr(), c, out.data_ptr(), c + 3)
+    ops._native.grad_weight_cl(*ptrs, p, k, c, accumulate, 2)
+    want = g.double().T @ x.double() + (before[:, :c].double() if accumulate else 0)
+    torch.testing.assert_close(out[:, :c].double(), want, atol=2e-3, rtol=1e-4)
+    assert torch.equal(out[:, c:], before[:, c:])
+
+
 # -------------------------------------------------------------------------------- output pool
 
 
