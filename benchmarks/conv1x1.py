@@ -569,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"Machine: {machine['cpu']} ({machine['cores']} cores, {machine['threads']} torch threads), "
               f"torch {machine['torch']}, NumPy {machine['numpy']}, Python {machine['python']}; "
               f"load average at the end {', '.join(f'{v:.2f}' for v in machine['load_average'])}.\n"
-              f"Roofline: {pk['gemm_gflops']} GFLOP/s GEMM, {pk['bandwidth_gbs']} GB/s memory "
+              f"Roofline: {pk['gemm_gflops']} GFLOP/s GEMM ({pk.get('gemm_by', 'torch.mm')}), "
+              f"{pk['bandwidth_gbs']} GB/s memory "
               f"(onebyone.machine.peaks(), measured {pk['measured_at']}).\n"
               f"conv1x1's pool of freed outputs: {pool}.\n"
               f"Command: `{report['command']}`; {report['statistic']}; {report['date']}.\n")

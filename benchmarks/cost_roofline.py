@@ -99,7 +99,7 @@ def main() -> int:
     runs = [(args.model, args.input)] if args.model else DEFAULT
     lim = peaks(refresh=args.refresh_peaks)
     print(f"Machine: {lim.name} ({torch.get_num_threads()} torch threads), torch {torch.__version__}, "
-          f"Python {platform.python_version()}; roofline {lim.gemm_gflops:g} GFLOP/s GEMM, "
+          f"Python {platform.python_version()}; roofline {lim.gemm_gflops:g} GFLOP/s GEMM ({lim.gemm_by}), "
           f"{lim.bandwidth_gbs:g} GB/s memory (onebyone.machine.peaks, cached {lim.measured_at}).")
     print(f"Command: python {' '.join(sys.argv)}")
     print()

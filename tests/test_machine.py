@@ -3,8 +3,9 @@
 import json
 
 import pytest
+import torch
 
-from onebyone import machine
+from onebyone import machine, ops
 
 
 @pytest.fixture
@@ -35,3 +36,32 @@ def test_roofline_takes_the_slower_bound():
     assert machine.roofline_seconds(1e9, 50e9, p) == pytest.approx(5.0)  # memory-bound
     with pytest.raises(ValueError, match="flops"):
         machine.roofline_seconds(-1, 0, p)
+
+
+def test_gemm_peak_is_the_fastest_product_at_hand(cache_home, monkeypatch):
+    # each product reports a rate; the peak is the largest, and names the product that set it
+    monkeypatch.setattr(machine, "_measure_cpu_kernels", lambda repeats: {"oneDNN": 2e6, "onebyone": 3e6})
+    p = machine.peaks(repeats=1)
+    assert (p.gemm_gflops, p.gemm_by) == (3e6, "onebyone")
+    monkeypatch.setattr(machine, "_measure_cpu_kernels", lambda repeats: {})
+    p = machine.peaks(repeats=1, refresh=True)
+    assert p.gemm_by == "torch.mm" and 0 < p.gemm_gflops < 3e6
+
+
+def test_cpu_kernels_measured_for_real():
+    rates = machine._measure_cpu_kernels(repeats=1)
+    expected = ["oneDNN"] * torch.backends.mkldnn.is_available()
+    expected += ["onebyone"] * (ops.native_isa() is not None)
+    assert sorted(rates) == expected
+    assert all(rate > 0.5 for rate in rates.values())
+
+
+def test_cache_key_tells_processor_generations_apart(monkeypatch):
+    # virtual machines may report one name ("AMD EPYC") for several generations: the key adds
+    # the family, model and stepping where /proc/cpuinfo has them
+    model = machine._cpu_model()
+    key = machine._key(torch.device("cpu"))
+    if model:
+        assert f"({model})" in key and model.startswith("family ")
+    monkeypatch.setattr(machine, "_cpu_model", lambda: "family 99 model 1 stepping 0")
+    assert machine._key(torch.device("cpu")) != key

@@ -918,8 +918,8 @@ class CostReport:
         out = [
             f"cost of {self.model} on input {_dims(self.input_shape)} ({self.dtype}, {self.device})",
             f"convention: {self.convention()}",
-            f"roofline: {p.gemm_gflops:g} GFLOP/s float32 GEMM peak, {p.bandwidth_gbs:g} GB/s memory "
-            "bandwidth "
+            f"roofline: {p.gemm_gflops:g} GFLOP/s float32 GEMM peak ({p.gemm_by}), "
+            f"{p.bandwidth_gbs:g} GB/s memory bandwidth "
             f"({p.name}, {p.threads} threads, measured {p.measured_at})",
             "",
             line(head),
