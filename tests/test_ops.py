@@ -715,10 +715,12 @@ def native_forward_calls(monkeypatch):
 
 
 @needs_native
-def test_auto_uses_native_where_the_rule_says(native_forward_calls):
-    """NCHW float32 under "auto": the seed's shape (few channels, many pixels) on the NCHW kernel,
-    7 x 7 images (wide, few pixels) turned around on the channels_last kernel, 28 x 28 images over
-    1024 channels in a batch on MKL, float64 on MKL."""
+def test_auto_uses_native_where_the_rule_says(native_forward_calls, monkeypatch):
+    """NCHW float32 under "auto", where BLAS keeps up with the native kernels (as on Zen 4): the
+    seed's shape (few channels, many pixels) on the NCHW kernel, 7 x 7 images (wide, few pixels)
+    turned around on the channels_last kernel, 28 x 28 images over 1024 channels in a batch on MKL,
+    float64 on MKL."""
+    monkeypatch.setattr(ops, "_blas_behind", False)
     calls = native_forward_calls
     x = torch.randn(1, 50, 60, 60)
     conv1x1(x, torch.randn(20, 50, 1, 1))
@@ -733,8 +735,57 @@ def test_auto_uses_native_where_the_rule_says(native_forward_calls):
 
 
 @needs_native
+def test_every_float32_pass_native_where_blas_is_far_behind(native_forward_calls, monkeypatch):
+    """Where BLAS is far behind the native kernels (MKL's AVX2 code on a Zen 5 core), the passes the
+    rule leaves to BLAS run native too, and compute the same; float64 still goes to BLAS."""
+    monkeypatch.setattr(ops, "_blas_behind", True)
+    calls = native_forward_calls
+    x = torch.randn(2, 1024, 28, 28, requires_grad=True)  # the rule's forward: MKL
+    w = torch.randn(256, 1024, 1, 1, requires_grad=True)
+    assert not ops._native_by_rule("forward", x, 1024, 256)
+    y = conv1x1(x, w)
+    assert calls == ["forward"]
+    g = torch.randn_like(y)
+    y.backward(g)
+    x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    F.conv2d(x2, w2).backward(g)
+    torch.testing.assert_close(y, F.conv2d(x2, w2), atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(x.grad, x2.grad, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(w.grad, w2.grad, atol=1e-2, rtol=1e-4)
+    conv1x1(x.detach().double(), w.detach().double())
+    assert calls == ["forward", "forward"]  # grad_input's kernel once; nothing for float64
+
+
+@needs_native
+@pytest.mark.parametrize("behind", [False, True])
+def test_rule_on_channels_last_goes_native_only_where_blas_is_far_behind(native_forward_calls, monkeypatch,
+                                                                          behind):
+    monkeypatch.setattr(ops, "_blas_behind", behind)
+    ops.set_backend("rule")
+    x = _layout(torch.randn(2, 64, 9, 9), "channels_last").requires_grad_()
+    w = torch.randn(96, 64, 1, 1, requires_grad=True)
+    y = conv1x1(x, w)
+    y.backward(torch.ones_like(y))
+    # forward and grad_input on the channels_last kernel, or neither
+    assert native_forward_calls == ["forward_cl"] * 2 * behind
+    x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    F.conv2d(x2, w2).backward(torch.ones_like(y))
+    torch.testing.assert_close(y, F.conv2d(x2, w2), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(w.grad, w2.grad, atol=1e-3, rtol=1e-4)
+    assert ops.chosen_backends() == {}
+
+
+def test_blas_lead_is_timed_once():
+    ops._blas_behind = None
+    first = ops._blas_far_behind()
+    assert isinstance(first, bool) and ops._blas_behind is first
+    assert ops._blas_far_behind() is first  # remembered: no second timing
+
+
+@needs_native
 def test_rule_picks_by_shape_alone_and_times_nothing(native_forward_calls):
-    """The "rule" backend: NCHW on the measured rule (native here), channels_last on BLAS, untimed."""
+    """The "rule" backend: NCHW on the measured rule (native here), channels_last on BLAS (or native
+    where BLAS is far behind: the test above), untimed."""
     calls = native_forward_calls
     ops.set_backend("rule")
     x = torch.randn(2, 50, 30, 30, requires_grad=True)

@@ -262,14 +262,16 @@ def set_backend(name: str = "auto") -> str:
     """Choose the library conv1x1 runs on for CPU tensors; returns the previous choice.
 
     ``"auto"`` (the default) runs float32 NCHW passes on onebyone's own kernels where a rule measured on the
-    shape suite says they win (most layers below 1024 channels, down to 7 x 7 images: see ``docs/op.md``); for
+    shape suite says they win (most layers below 1024 channels, down to 7 x 7 images: see ``docs/op.md``), and
+    all of them where PyTorch's BLAS is far behind the kernels on this processor (timed once); for
     channels_last it times the candidates that apply (PyTorch's BLAS; the native kernels for float32; oneDNN
     for float32/bfloat16 when its copy of the weights fits) on the first call of each shape and keeps the
     fastest (charging each the page faults its results would pay in a loop, and watching a choice whose
     results come from malloc: one that does pay them gives way to the fastest candidate writing into conv1x1's
     pool of outputs); everything else runs on PyTorch's BLAS. ``"rule"`` is ``"auto"`` without the timing:
-    NCHW float32 on the same rule, everything else on PyTorch's BLAS, so that two runs on one machine with one
-    thread count compute the same bits (training uses it). ``"torch"``, ``"numpy"``, ``"onednn"`` or
+    NCHW float32 on the same rule, everything else on PyTorch's BLAS (channels_last float32 on the
+    native kernels where BLAS is far behind them), so that two runs on one machine with one thread count
+    compute the same bits (training uses it). ``"torch"``, ``"numpy"``, ``"onednn"`` or
     ``"native"`` force one wherever it applies (NumPy: float32 and float64, never chosen by ``"auto"``: its
     threads and PyTorch's fight over the cores after every switch; oneDNN: channels_last float32/bfloat16 with
     weights at most 9% of the input's size; native: float32 on the CPU when the kernels were built, see
@@ -397,6 +399,47 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
         return False
     if _policy == "native":
         return True
+    return _native_by_rule(pass_, x_or_grad, c, k) or _blas_far_behind()
+
+
+# The rule above was measured on a Zen 4 core, where MKL's AVX2 code and the native AVX-512 kernels
+# reach about the same peak (AVX-512 runs there as two 256-bit halves). MKL takes its AVX2 code on
+# every AMD processor, and on a core with full-width AVX-512 (Zen 5) that is half of what the native
+# kernels reach: on this project's 2-core Zen 5 machine torch.mm ran at 170-200 GFLOP/s, the native
+# kernels at 380-420, and native won every NCHW pass of the suite by 1.4-4x and the rule's BLAS cases
+# outside it by 1.1-4x (1024x28x28->256 at batch 8 forward 1.65x, 1024x4x4->1024 at batch 32
+# grad_input 4.3x). So the first time the rule would leave a pass to BLAS, the two are timed once
+# on one compute-bound product (256 x 256 weights over a 32 x 32 image, 134 MFLOP, a few ms in all);
+# where MKL takes more than _BLAS_FAR_BEHIND times the native kernel's time, every pass goes native.
+_BLAS_FAR_BEHIND = 1.5
+_blas_behind: bool | None = None
+
+
+def _blas_far_behind() -> bool:
+    """Whether PyTorch's BLAS is far behind the native kernels on this processor (timed once)."""
+    global _blas_behind
+    if _blas_behind is None:
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randn(256, 256, generator=gen)
+        x = torch.randn(1, 256, 32, 32, generator=gen)
+        ym = torch.empty(256, 1024)
+        runs: dict[str, Callable[[], object]] = {
+            "blas": functools.partial(torch.mm, w, x.view(256, 1024), out=ym),
+            "native": functools.partial(_forward_native, x, w, None, (1, 1), 1, None, False),
+        }
+        best = dict.fromkeys(runs, math.inf)
+        for r in range(7):  # the first round warms up; the least time of the rest
+            for name, run in runs.items():
+                t0 = time.perf_counter()
+                run()
+                if r:
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        _blas_behind = best["blas"] > _BLAS_FAR_BEHIND * best["native"]
+    return _blas_behind
+
+
+def _native_by_rule(pass_: str, x_or_grad: Tensor, c: int, k: int) -> bool:
+    """The measured rule (above) for an NCHW float32 pass: c inputs and k outputs per group."""
     n, _, h, w = x_or_grad.shape
     pixels = h * w
     if n * pixels * c * k <= _NATIVE_TINY_MACS[pass_]:
@@ -504,12 +547,22 @@ def _watching(key: tuple[object, ...], call: Callable[[], R]) -> R:
     return result
 
 
+def _untimed(names: list[str]) -> str:
+    """Which of the libraries named runs when nothing is timed: the one forced where it applies;
+    under "rule", the native kernels where BLAS is far behind them (see _blas_far_behind); else
+    PyTorch's BLAS."""
+    if _policy in names:
+        return _policy
+    if _policy == "rule" and "native" in names and _blas_far_behind():
+        return "native"
+    return "torch"
+
+
 def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]]) -> R:
     """Run the fastest candidate for this key (see _choice_key): all timed on first sight, the winner
     remembered."""
     if _policy != "auto":
-        name = _policy if _policy in candidates else "torch"
-        return candidates[name]()
+        return candidates[_untimed(list(candidates))]()
     if len(candidates) == 1:
         return candidates["torch"]()
     chosen = _choices.get(key)
@@ -761,8 +814,9 @@ def _turned_grad_input(n: int, pixels: int, summed: int) -> bool:
 
 
 def _native_cl_ok(t: Tensor) -> bool:
-    """The channels_last kernels are a candidate ("auto" times them) or forced ("native")."""
-    return _native_dtype_ok(t) and _policy in ("auto", "native")
+    """The channels_last kernels are a candidate ("auto" times them, "rule" takes them where BLAS is
+    far behind) or forced ("native")."""
+    return _native_dtype_ok(t) and _policy in ("auto", "rule", "native")
 
 
 # The channels_last kernel packs W^T into blocks of 32 columns (one group at a time), all of them
@@ -1176,8 +1230,7 @@ def _pass_on(
     """A backward pass on one of the libraries named (PyTorch's BLAS first): the one forced, the one
     remembered for this shape, or the fastest of them timed now."""
     if _policy != "auto" or len(names) == 1:
-        name = _policy if _policy in names else "torch"
-        return run(name, grad, x, w, stride, groups, channels_last)
+        return run(_untimed(names), grad, x, w, stride, groups, channels_last)
     key = _choice_key(pass_, grad, channels_last, *x.shape, w.shape[0], stride, groups)
     chosen = _choices.get(key)
     if chosen is not None:
