@@ -644,6 +644,42 @@ def test_native_forward_of_nchw_batches_turned_around(native, n, c, k, h, w, gro
 
 
 @needs_native
+@pytest.mark.parametrize(
+    ("n", "c", "k", "h", "w", "groups"),
+    [(64, 128, 128, 2, 2, 1), (3, 40, 70, 1, 5, 1), (9, 300, 30, 3, 3, 3), (1, 64, 40, 4, 4, 2),
+     (33, 17, 50, 6, 6, 1)],
+)
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_tiny_nchw_images_turned_around_forward_and_grad_input(native, n, c, k, h, w, groups, activation):
+    # images under 7 x 7 (NiN's 2 x 2 and 4 x 4 maps) go turned, single or in batches, forward and
+    # grad_input, image after image; a micro-tile never crosses one (2 to 36 pixels here)
+    assert ops._turned(n, h * w, (1, 1), c // groups, k // groups)
+    assert ops._turned_grad_input(n, h * w, k // groups)
+    _check_native_case(n, c, k, h, w, activation, "nchw", groups=groups)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("n", "c", "k", "p"),
+    [(2, 300, 14, 9), (128, 1024, 20, 9), (1, 2048, 250, 9), (16, 1024, 30, 49), (64, 128, 128, 4),
+     (5, 70, 33, 1)],
+)
+def test_nchw_kernel_on_small_images(n, c, k, p):
+    # the NCHW kernel's own forms for images under a vector (staged 16 pixels at a time), several
+    # small images side by side in a panel, and slices of outputs for one image, called directly:
+    # conv1x1 turns these shapes around, but 1 x 1 images, and the forward over more channels than
+    # the turned kernel's workspace takes, still come here
+    gen = torch.Generator().manual_seed(n + c + k + p)
+    x, w = torch.randn(n, c, p, generator=gen), torch.randn(k, c, generator=gen)
+    b = torch.randn(k, generator=gen)
+    y = torch.full((n, k, p), 7.0)
+    ops._native.forward(x.data_ptr(), c * p, p, y.data_ptr(), k * p, p, w.data_ptr(), c, 1, b.data_ptr(),
+                        n, c, k, p, 1, 2)  # fmt: skip
+    want = torch.relu(torch.einsum("kc,ncp->nkp", w.double(), x.double()) + b.double()[:, None])
+    torch.testing.assert_close(y.double(), want, atol=1e-3, rtol=1e-4)
+
+
+@needs_native
 @pytest.mark.parametrize("isa", ["avx2", "base"])
 def test_every_instruction_set_build_is_right(native, isa):
     """The AVX2 and baseline builds (other machines' kernels) checked here too, where the CPU runs them."""
@@ -657,6 +693,7 @@ def test_every_instruction_set_build_is_right(native, isa):
             _check_native_case(2, 12, 9, 9, 7, None, layout, stride=2, groups=3)
         _check_native_case(1, 30, 36, 17, 23, None, "nchw", stride=(2, 3), groups=3)  # turned, strided
         _check_native_case(3, 96, 60, 13, 13, "relu", "nchw", groups=2)  # turned, a batch
+        _check_native_case(9, 300, 30, 3, 3, "relu", "nchw", groups=3)  # turned, tiny images
         # every grad_weight form; 7 x 7 images on batches go many to a tile, the last tile part-full
         for case in [(2, 50, 20, 999), (3, 300, 40, 700), (1, 40, 300, 70), (45, 256, 256, 49),
                      (100, 300, 40, 49)]:

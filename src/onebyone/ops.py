@@ -451,8 +451,8 @@ def _native_by_rule(pass_: str, x_or_grad: Tensor, c: int, k: int) -> bool:
         panels = pixels < 64 and n >= 8 * torch.get_num_threads()
         turned = _turned(n, pixels, (1, 1), c, k) and c <= _NATIVE_CL_WORKSPACE_MAX_C  # see _turned
         return large or panels or turned or (pixels >= _NATIVE_MIN_PIXELS and c <= _NATIVE_FWD_MAX_SUM)
-    if pass_ == "grad_input":
-        return pixels >= _NATIVE_MIN_PIXELS
+    if pass_ == "grad_input":  # c: the channels summed over (the outputs' K)
+        return pixels >= _NATIVE_MIN_PIXELS or _turned_grad_input(n, pixels, c)
     if c + k <= _NATIVE_GW_DOT_CHANNELS:
         return True
     if pixels >= _NATIVE_MIN_PIXELS and (c <= _NATIVE_FWD_MAX_SUM or k <= _NATIVE_GW_WIDE_MAX_OUT):
@@ -792,12 +792,24 @@ def _forward_native(
 # So is a single strided image of any size: the kernel reads the kept pixels where they lie, with
 # no gathered blocks (ResNet-50's 256x56x56->512 stride-2 shortcut 1.09 against 1.38 ms; at batch
 # 32 image by image was slower than the gathered blocks). `native_details.py --section turned`.
+# Images under 7 x 7 (2 to 48 pixels: the last stages of networks on small inputs, NiN's 4 x 4 and
+# 2 x 2 maps on the 8 x 8 digits) turn too, single or in batches: the NCHW kernel took them an image
+# at a time through a 16-pixel buffer (or side by side in panels where those fit the memory
+# budget), MKL as one small product per image. Turned, on the Zen 5 machine, 0.10-0.25x of the
+# better of the two on 2 x 2 and 3 x 3 images at batches of 2 to 64 over 64 to 1024 channels,
+# 0.5-0.9x on 4 x 4 to 6 x 6 (the narrow 64 -> 64 at batch 32 on 4 x 4 the exception, 25 against
+# 44 us), e.g. NiN's 128x2x2->128 at batch 64: 41 against 230 us (F.conv2d 70-79 us).
 def _turned(n: int, pixels: int, stride: tuple[int, int], c: int, k: int) -> bool:
     """Whether an NCHW forward of n images (pixels each, after the stride), c channels into k per
     group, runs turned around."""
     if stride != (1, 1):
         return n == 1
-    return _small_image(pixels) and (n == 1 or pixels < 196 or c > k)
+    return _tiny_image(pixels) or (_small_image(pixels) and (n == 1 or pixels < 196 or c > k))
+
+
+def _tiny_image(pixels: int) -> bool:
+    """2 to 48 pixels: under 7 x 7 (a 1 x 1 image is a row of a matrix, a product of its own)."""
+    return 1 < pixels < _NATIVE_MIN_PIXELS
 
 
 def _small_image(pixels: int) -> bool:
@@ -808,9 +820,12 @@ def _small_image(pixels: int) -> bool:
 # grad_input of a single image turned the same way (gx^T = grad^T W): 7 x 7 to 13 x 13 images,
 # and up to 27 x 27 when it sums over 256 channels or more (ResNet-50's 2048x7x7->512 0.55
 # against 0.67 ms on the NCHW kernel, its 1024x14x14->256 0.53 against 0.58; GoogLeNet's
-# 480x14x14->192, summing 192, 0.20 against 0.19).
+# 480x14x14->192, summing 192, 0.20 against 0.19); and images under 7 x 7 in batches too, image
+# after image as in the forward (Zen 5: 0.10-0.2x of the NCHW kernel's time on 2 x 2 images,
+# 0.64-0.94x on 4 x 4, 0.4-0.95x on 6 x 6 with one narrow exception, 64 -> 64 at batch 32; at 7 x 7
+# and larger, batches were within 0.55-1.8x either way, so they stay on the NCHW kernel).
 def _turned_grad_input(n: int, pixels: int, summed: int) -> bool:
-    return n == 1 and _small_image(pixels) and (pixels < 196 or summed >= 256)
+    return _tiny_image(pixels) or (n == 1 and _small_image(pixels) and (pixels < 196 or summed >= 256))
 
 
 def _native_cl_ok(t: Tensor) -> bool:
@@ -1146,11 +1161,12 @@ def _grad_input_native(
     turned = not channels_last and _turned_grad_input(n, p, kg)
     for g in range(groups):
         wg = wp + g * kg * cg * size  # W_g: K/G x C/G, rows cg apart
-        if turned:  # gx^T = grad^T W_g on the channels_last kernel, channels p apart (see _turned)
-            budget = max(1, int(_NATIVE_CL_PACK_SHARE * p * min(kg, cg)))
+        if turned:  # gx^T = grad^T W_g on the channels_last kernel, channels p apart (see _turned),
+            # image after image: grad's images k * p apart, gx's c * p
+            budget = max(1, int(_NATIVE_CL_PACK_SHARE * n * p * min(kg, cg)))
             _native.forward_cl(
                 gp + g * kg * p * size, 1, xp + g * cg * p * size, 1, wg, cg, 1, 0,
-                p, kg, cg, 0, threads, budget, p, 1, 1, 0, 0, p, p,
+                n * p, kg, cg, 0, threads, budget, p, 1, 1, 0, k * p, p, p, c * p,
             )  # fmt: skip
         elif channels_last:  # W_g's packed copy bounded as in _mm_native_cl
             budget = max(1, int(_NATIVE_CL_PACK_SHARE * n * p * min(kg, cg)))
