@@ -812,6 +812,25 @@ def test_rule_on_channels_last_goes_native_only_where_blas_is_far_behind(native_
     assert ops.chosen_backends() == {}
 
 
+@needs_native
+@pytest.mark.parametrize("behind", [False, True])
+def test_timing_leaves_blas_out_where_it_is_far_behind(monkeypatch, behind):
+    # PyTorch's BLAS made to look fastest: it wins the timing, unless BLAS is known to be far behind
+    monkeypatch.setattr(ops, "_blas_behind", behind)
+    before = ops.set_backend("auto")
+    real = ops._forward_on
+    x = _layout(torch.randn(2, 32, 9, 9), "channels_last")
+    w = torch.randn(48, 32, 1, 1)
+    done = F.conv2d(x, w)
+    monkeypatch.setattr(ops, "_forward_on", lambda name, *a: done if name == "torch" else real(name, *a))
+    try:
+        torch.testing.assert_close(conv1x1(x, w), done, atol=1e-4, rtol=1e-4)
+        (chosen,) = ops.chosen_backends().values()
+        assert (chosen == "torch") is not behind
+    finally:
+        ops.set_backend(before)
+
+
 def test_blas_lead_is_timed_once():
     ops._blas_behind = None
     first = ops._blas_far_behind()

@@ -569,6 +569,11 @@ def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]])
     if chosen is not None:
         return _watching(key, candidates[chosen])  # another thread chose in the meantime
     names = list(candidates)
+    if "native" in names and _blas_far_behind():
+        # half the native kernels' speed here (see _blas_far_behind): not worth timing, and a stray
+        # slow sample of the others must not hand it the choice through the tie rule below (MobileNet's
+        # pw5 at batch 1 channels_last went to MKL so, at 2.2x the time)
+        names.remove("torch")
     result = None
     best: dict[str, float] = {}
     for name in names:  # a warm-up run each: thread pools start, pages fault in
@@ -591,7 +596,7 @@ def _fastest(key: tuple[object, ...], candidates: Mapping[str, Callable[[], R]])
             best[name] = min(best[name], took + _fresh_cost(malloced[name]))
     # a tie goes to PyTorch's own kernels: they share one thread pool with everything around them
     fastest = min(best, key=best.__getitem__)
-    chosen = _choices[key] = "torch" if best["torch"] <= 1.05 * best[fastest] else fastest
+    chosen = _choices[key] = "torch" if best.get("torch", math.inf) <= 1.05 * best[fastest] else fastest
     pooled = [name for name in names if not malloced[name]]
     if malloced[chosen] and pooled:
         fallback = min(pooled, key=best.__getitem__)
