@@ -27,7 +27,6 @@ import functools
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -103,18 +102,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    fn()  # warm up: first calls allocate and pick kernels
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _best_seconds(fn: Callable[[], object], device: torch.device, repeats: int, warmups: int = 1) -> float:
     """The fastest of ``repeats`` timed runs: a peak, which whatever else the machine does can only
     lower (on a shared virtual machine single runs of one product here fell to half speed)."""
@@ -169,7 +156,7 @@ def _measure_bandwidth(device: torch.device, repeats: int) -> float:
     numel = 64 * 2**20
     src = torch.ones(numel, device=device)
     dst = torch.empty(numel, device=device)
-    sec = _median_seconds(lambda: dst.copy_(src), device, repeats)
+    sec = _best_seconds(lambda: dst.copy_(src), device, repeats)  # a peak, as the GEMM's
     return 2 * numel * src.element_size() / sec / 1e9
 
 
