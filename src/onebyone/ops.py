@@ -406,10 +406,10 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
 # reach about the same peak (AVX-512 runs there as two 256-bit halves). MKL takes its AVX2 code on
 # every AMD processor, and on a core with full-width AVX-512 (Zen 5) that is half of what the native
 # kernels reach: on this project's 2-core Zen 5 machine torch.mm ran at 170-200 GFLOP/s, the native
-# kernels at 380-420, and native won every NCHW pass of the suite by 1.4-4x and the rule's BLAS cases
-# outside it by 1.1-4x (1024x28x28->256 at batch 8 forward 1.65x, 1024x4x4->1024 at batch 32
-# grad_input 4.3x). So the first time the rule would leave a pass to BLAS, the two are timed once
-# on one compute-bound product (256 x 256 weights over a 32 x 32 image, 134 MFLOP, a few ms in all);
+# kernels at 380-420, and native won every NCHW pass of the suite by 1.2-4.8x and the rule's BLAS
+# cases outside it by 1.1-4.3x (1024x28x28->256 at batch 8 forward 1.65x, 1024x4x4->1024 at batch 32
+# grad_input 4.3x). So the first time the rule would leave a pass to BLAS, the two are timed once on
+# one compute-bound product (256 x 256 weights over a 32 x 32 image, 134 MFLOP; 15-35 ms in all);
 # where MKL takes more than _BLAS_FAR_BEHIND times the native kernel's time, every pass goes native.
 _BLAS_FAR_BEHIND = 1.5
 _blas_behind: bool | None = None
@@ -803,7 +803,7 @@ def _forward_native(
 # budget), MKL as one small product per image. Turned, on the Zen 5 machine, 0.10-0.25x of the
 # better of the two on 2 x 2 and 3 x 3 images at batches of 2 to 64 over 64 to 1024 channels,
 # 0.5-0.9x on 4 x 4 to 6 x 6 (the narrow 64 -> 64 at batch 32 on 4 x 4 the exception, 25 against
-# 44 us), e.g. NiN's 128x2x2->128 at batch 64: 41 against 230 us (F.conv2d 70-79 us).
+# 44 us), e.g. NiN's 128x2x2->128 at batch 64: 39-41 against 230-244 us (F.conv2d 70-79 us).
 def _turned(n: int, pixels: int, stride: tuple[int, int], c: int, k: int) -> bool:
     """Whether an NCHW forward of n images (pixels each, after the stride), c channels into k per
     group, runs turned around."""
