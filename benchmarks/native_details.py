@@ -20,6 +20,12 @@ Sections:
               channels_last kernel against the NCHW kernel and MKL, each pass straight on its kernel;
               the forward of batches of 32 likewise; the stride-2 forward turned against gathered
               blocks, at batch 1 and 32
+  tiny        NCHW images under 7 x 7 (2 x 2 to 6 x 6) at batch 2 and 64: the forward and grad_input
+              turned around against the NCHW kernel and MKL; NiN's 128x2x2->128 through conv1x1 and
+              F.conv2d; a nin_digits training step with its 1x1 layers on conv1x1 and on nn.Conv2d
+  blas-lead   whether PyTorch's BLAS is far behind the native kernels here (conv1x1's one timing), and
+              native against MKL, pass by pass, on NCHW layers outside the shape suite that the
+              measured rule leaves to MKL
 Timings are medians of --repeats runs after a warm-up unless a section says otherwise.
 """
 
@@ -40,7 +46,8 @@ import torch.nn.functional as F
 
 from onebyone import conv1x1, models, ops
 
-SECTIONS = ("microtile", "threads", "faults", "first-call", "backward", "watch", "turned")
+SECTIONS = ("microtile", "threads", "faults", "first-call", "backward", "watch", "turned", "tiny",
+            "blas-lead")
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -266,6 +273,113 @@ def turned(repeats: int) -> None:
         }
         times = {name: min(_median_ms(fn, repeats) for _ in range(3)) for name, fn in fns.items()}
         print(f"  {c}x{hw}x{hw} -> {k}, batch {n}: " + ", ".join(f"{m} {t:.3f}" for m, t in times.items()))
+
+
+def _best_of_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    return {name: min(_median_ms(fn, repeats) for _ in range(3)) for name, fn in fns.items()}
+
+
+def _nin_step_ms(repeats: int) -> dict[str, float]:
+    """One SGD step of nin_digits at batch 64 (1 x 8 x 8), its 1x1 layers on conv1x1 and on nn.Conv2d."""
+    from onebyone.layers import Conv1x1
+
+    def as_conv2d(module: torch.nn.Module) -> torch.nn.Module:
+        for name, child in module.named_children():
+            if isinstance(child, Conv1x1):
+                conv = torch.nn.Conv2d(child.in_channels, child.out_channels, 1, stride=child.stride,
+                                       groups=child.groups, bias=child.bias is not None)
+                conv.load_state_dict(child.state_dict())
+                act = {"relu": torch.nn.ReLU(), "relu6": torch.nn.ReLU6()}.get(child.activation or "")
+                setattr(module, name, conv if act is None else torch.nn.Sequential(conv, act))
+            else:
+                as_conv2d(child)
+        return module
+
+    torch.manual_seed(0)
+    x, labels = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    nets = {"conv1x1": models.create_model("nin_digits")}
+    nets["nn.Conv2d"] = as_conv2d(models.create_model("nin_digits"))
+    steps = {}
+    for name, net in nets.items():
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+
+        def step(net: torch.nn.Module = net, opt: torch.optim.Optimizer = opt) -> None:
+            opt.zero_grad()
+            F.cross_entropy(net(x), labels).backward()
+            opt.step()
+
+        steps[name] = step
+    return _best_of_medians(steps, repeats)
+
+
+def tiny(repeats: int) -> None:
+    print("NCHW images under 7 x 7, float32, output preallocated; ms (turned: image after image on the "
+          "channels_last kernel, as conv1x1 runs them; NCHW kernel: image by image through its buffer, or "
+          "panels where they fit; MKL: one product per image)")
+    nt, share, native = torch.get_num_threads(), ops._NATIVE_CL_PACK_SHARE, ops._native
+    for hw in (2, 3, 4, 6):
+        for n in (2, 64):
+            for c, k in ((64, 64), (256, 256), (1024, 256), (256, 1024)):
+                p = hw * hw
+                x, g, w = torch.randn(n, c, hw, hw), torch.randn(n, k, hw, hw), torch.randn(k, c)
+                y, gx = torch.empty(n, k, hw, hw), torch.empty(n, c, hw, hw)
+                xp, gp, wp, yp, gxp = (t.data_ptr() for t in (x, g, w, y, gx))
+                runs = {
+                    "forward": {
+                        "turned": partial(native.forward_cl, xp, 1, yp, 1, wp, 1, c, 0, n * p, c, k, 0, nt,
+                                          int(share * x.numel()), p, 1, 1, 0, c * p, p, p, k * p),
+                        "NCHW kernel": partial(native.forward, xp, c * p, p, yp, k * p, p, wp, c, 1, 0, n, c,
+                                               k, p, 0, nt),
+                        "MKL": partial(ops._forward_gemm, ops._mm_torch, x, w, (1, 1), 1, False),
+                    },
+                    "grad_input": {
+                        "turned": partial(native.forward_cl, gp, 1, gxp, 1, wp, c, 1, 0, n * p, k, c, 0, nt,
+                                          int(share * n * p * min(k, c)), p, 1, 1, 0, k * p, p, p, c * p),
+                        "NCHW kernel": partial(native.forward, gp, k * p, p, gxp, c * p, p, wp, 1, c, 0, n, k,
+                                               c, p, 0, nt, n * c * p),
+                        "MKL": partial(ops._grad_input_on, "torch", g, x, w, (1, 1), 1, False),
+                    },
+                }
+                for pass_, fns in runs.items():
+                    times = _best_of_medians(fns, max(3, repeats // 4))
+                    print(f"  {c}x{hw}x{hw} -> {k}, batch {n}, {pass_}: "
+                          + ", ".join(f"{m} {t:.3f}" for m, t in times.items()))
+    x, w = torch.randn(64, 128, 2, 2), torch.randn(128, 128, 1, 1)
+    with torch.no_grad():
+        times = _best_of_medians({"conv1x1": partial(conv1x1, x, w), "F.conv2d": partial(F.conv2d, x, w)},
+                                 repeats)
+    print("NiN's 128x2x2 -> 128 at batch 64, forward (no grad): "
+          + ", ".join(f"{m} {t * 1e3:.1f} us" for m, t in times.items()))
+    print("nin_digits, one SGD step at batch 64: "
+          + ", ".join(f"{m} {t:.2f} ms" for m, t in _nin_step_ms(max(3, repeats // 4)).items()))
+
+
+def blas_lead(repeats: int) -> None:
+    t0 = time.perf_counter()
+    ops._blas_behind = None
+    behind = ops._blas_far_behind()
+    print(f"PyTorch's BLAS far behind the native kernels here: {behind} (timed in "
+          f"{(time.perf_counter() - t0) * 1e3:.0f} ms)")
+    print("NCHW layers the measured rule leaves to MKL (at least one pass), native against MKL, ms per pass:")
+    for n, c, hw, k in [(8, 1024, 28, 256), (32, 1024, 14, 2048), (32, 1024, 4, 1024), (1, 1024, 14, 2048),
+                        (64, 512, 1, 1000)]:
+        x, w, g = torch.randn(n, c, hw, hw), torch.randn(k, c), torch.randn(n, k, hw, hw)
+        st, cells = (1, 1), []
+        passes = {
+            "forward": (partial(ops._forward_on, x=x, w=w, bias=None, stride=st, groups=1, activation=None,
+                                channels_last=False), x, c, k),
+            "grad_input": (partial(ops._grad_input_on, grad=g, x=x, w=w, stride=st, groups=1,
+                                   channels_last=False), g, k, c),
+            "grad_weight": (partial(ops._grad_weight_on, grad=g, x=x, w=w, stride=st, groups=1,
+                                    channels_last=False), g, c, k),
+        }
+        for pass_, (run, probe, summed, out) in passes.items():
+            fns = {lib: partial(run, lib) for lib in ("native", "torch")}
+            times = _best_of_medians(fns, max(3, repeats // 4))
+            rule = "native" if ops._native_by_rule(pass_, probe, summed, out) else "MKL"
+            cells.append(f"{pass_} native {times['native']:.3f}, MKL {times['torch']:.3f} "
+                         f"({times['torch'] / times['native']:.2f}x; rule: {rule})")
+        print(f"  {n}x{c}x{hw}x{hw} -> {k}: " + "; ".join(cells))
 
 
 def main(argv: list[str] | None = None) -> int:

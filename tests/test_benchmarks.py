@@ -69,6 +69,19 @@ def test_native_details_turned_section_times_three_ways():
 
 
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
+def test_native_details_tiny_and_blas_lead_sections_print_their_figures():
+    out = _run("benchmarks/native_details.py", "--section", "tiny", "blas-lead", "--repeats", "1")
+    lines = [line for line in out.splitlines() if line.startswith("  ") and "->" in line]
+    tiny = [s for s in lines if ", batch " in s]
+    assert len(tiny) == 64 and all("turned " in s and "NCHW kernel " in s and "MKL " in s for s in tiny)
+    assert "NiN's 128x2x2 -> 128 at batch 64, forward (no grad): conv1x1 " in out and "F.conv2d " in out
+    assert "nin_digits, one SGD step at batch 64: conv1x1 " in out and "nn.Conv2d " in out
+    assert "PyTorch's BLAS far behind the native kernels here: " in out
+    lead = [s for s in lines if "rule: " in s]
+    assert len(lead) == 5 and all(s.count("rule: ") == 3 for s in lead)
+
+
+@pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
 def test_native_details_watch_section_counts_page_faults():
     out = _run("benchmarks/native_details.py", "--section", "watch")
     assert out.count("forward on ") == 2 and "faults)" in out

@@ -658,6 +658,32 @@ def test_tiny_nchw_images_turned_around_forward_and_grad_input(native, n, c, k, 
     _check_native_case(n, c, k, h, w, activation, "nchw", groups=groups)
 
 
+@pytest.mark.parametrize("backend", ["native", "torch"])
+@pytest.mark.parametrize(
+    ("n", "c", "k", "stride", "groups"), [(64, 40, 70, 1, 1), (5, 12, 9, 2, 3), (1, 30, 8, 1, 2)]
+)
+def test_nchw_one_by_one_images_are_one_product(backend, n, c, k, stride, groups, monkeypatch):
+    # 1 x 1 NCHW images lie in memory as channels_last ones: the batch runs as one N x C product on
+    # either library (the native kernels through the channels_last kernel, forward and grad_input),
+    # and the output keeps the NCHW strides F.conv2d gives
+    if backend == "native" and ops.native_isa() is None:
+        pytest.skip("the native kernels were not built")
+    calls: list[int] = []
+    if backend == "native":
+        real = ops._native.forward_cl
+        monkeypatch.setattr(ops._native, "forward_cl", lambda *a: calls.append(a[-1]) or real(*a))
+    before = ops.set_backend(backend)
+    try:
+        _check_native_case(n, c, k, 1, 1, "relu", "nchw", stride=stride, groups=groups)
+        # a call per group for the forward, and for grad_input at stride 1 (strided: gathered blocks)
+        assert len(calls) == (1 + (stride == 1)) * groups * (backend == "native")
+        x, w = torch.randn(n, c, 1, 1), torch.randn(k, c // groups, 1, 1)
+        y = conv1x1(x, w, stride=stride, groups=groups)
+        assert y.stride() == F.conv2d(x, w, stride=stride, groups=groups).stride()
+    finally:
+        ops.set_backend(before)
+
+
 @needs_native
 @pytest.mark.parametrize(
     ("n", "c", "k", "p"),
@@ -831,10 +857,16 @@ def test_timing_leaves_blas_out_where_it_is_far_behind(monkeypatch, behind):
         ops.set_backend(before)
 
 
-def test_blas_lead_is_timed_once():
+@needs_native
+def test_blas_lead_is_timed_once(monkeypatch):
     ops._blas_behind = None
     first = ops._blas_far_behind()
     assert isinstance(first, bool) and ops._blas_behind is first
+
+    def timed_again(*args: object) -> None:
+        raise AssertionError("timed a second time")
+
+    monkeypatch.setattr(ops, "_forward_native", timed_again)
     assert ops._blas_far_behind() is first  # remembered: no second timing
 
 

@@ -402,15 +402,16 @@ def _use_native(pass_: str, x_or_grad: Tensor, c: int, k: int, channels_last: bo
     return _native_by_rule(pass_, x_or_grad, c, k) or _blas_far_behind()
 
 
-# The rule above was measured on a Zen 4 core, where MKL's AVX2 code and the native AVX-512 kernels
-# reach about the same peak (AVX-512 runs there as two 256-bit halves). MKL takes its AVX2 code on
-# every AMD processor, and on a core with full-width AVX-512 (Zen 5) that is half of what the native
-# kernels reach: on this project's 2-core Zen 5 machine torch.mm ran at 170-200 GFLOP/s, the native
-# kernels at 380-420, and native won every NCHW pass of the suite by 1.2-4.8x and the rule's BLAS
-# cases outside it by 1.1-4.3x (1024x28x28->256 at batch 8 forward 1.65x, 1024x4x4->1024 at batch 32
-# grad_input 4.3x). So the first time the rule would leave a pass to BLAS, the two are timed once on
-# one compute-bound product (256 x 256 weights over a 32 x 32 image, 134 MFLOP; 15-35 ms in all);
-# where MKL takes more than _BLAS_FAR_BEHIND times the native kernel's time, every pass goes native.
+# The rule above was measured on a Zen 4 core, where MKL's AVX2 code and the native AVX-512 kernels reach
+# about the same peak (AVX-512 runs there as two 256-bit halves). MKL takes its AVX2 code on every AMD
+# processor, and on a core with full-width AVX-512 (Zen 5) that is half of what the native kernels reach: on
+# this project's 2-core Zen 5 machine torch.mm ran at 170-200 GFLOP/s, the native kernels at 380-420, and
+# native won every NCHW pass of the suite by 1.2-4.8x and the rule's BLAS cases outside it by 1.5-2.2x
+# (1024x28x28->256 at batch 8 forward 1.65x, 1024x14x14->2048 at batch 32 forward 1.71x:
+# `benchmarks/native_details.py --section blas-lead`). So the first time the rule would leave a pass to BLAS,
+# the two are timed once on one compute-bound product (256 x 256 weights over a 32 x 32 image, 134 MFLOP;
+# 15-35 ms in all); where MKL takes more than _BLAS_FAR_BEHIND times the native kernel's time, every pass goes
+# native.
 _BLAS_FAR_BEHIND = 1.5
 _blas_behind: bool | None = None
 
@@ -702,7 +703,7 @@ def _forward_gemm(
     if y.numel() == 0:
         return y
     if stride == (1, 1) and groups == 1:  # the common case, in one call
-        if channels_last:
+        if channels_last or h * wd == 1:  # (1 x 1 images: both layouts are the same N x C matrix)
             mm(_matrix(x, True), w.t(), _matrix(y, True))  # X (NHW x C) @ W^T (C x K)
         elif n == 1:
             mm(w, x.view(c, h * wd), y.view(k, h * wd))  # W (K x C) @ X (C x HW)
@@ -753,8 +754,13 @@ def _forward_native(
     k, cg = w.shape
     ho, wo = -(-h // stride[0]), -(-wd // stride[1])
     kg, p = k // groups, ho * wo
-    turned = not channels_last and _turned(n, p, stride, cg, kg) and _native_cl_forward_ok(x, w, groups)
-    if stride != (1, 1) and not channels_last and not turned:
+    # NCHW 1 x 1 images lie in memory as channels_last ones (a row of channels each): the batch is one
+    # product on the channels_last kernel, where the NCHW kernel took it an image (one pixel) at a time
+    # (64x512x1x1 -> 1000: 0.6 against 10.7 ms; benchmarks/native_details.py --section blas-lead)
+    rows_of_channels = not channels_last and h * wd == 1 and _native_cl_forward_ok(x, w, groups)
+    turned = (not channels_last and not rows_of_channels and _turned(n, p, stride, cg, kg)
+              and _native_cl_forward_ok(x, w, groups))
+    if stride != (1, 1) and not channels_last and not turned and not rows_of_channels:
         y = _forward_gemm(_mm_native, x, w, stride, groups, channels_last)
         return _finished(y, bias, activation, channels_last)
     y = _new_output((n, k, ho, wo), x, channels_last)
@@ -773,7 +779,7 @@ def _forward_native(
             else:  # ho rows of wo kept pixels, stride[1] apart, the rows stride[0] * wd apart
                 images = (wo, ho, stride[1], stride[0] * wd, c * h * wd, h * wd, p, k * p)
             _native.forward_cl(xg, 1, yg, 1, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *images)
-        elif channels_last:  # X_g (kept pixels x C/G) @ W_g^T, W_g^T[i, j] = w[g*kg + j, i]
+        elif channels_last or rows_of_channels:  # X_g (kept pixels x C/G) @ W_g^T: W_g^T[i, j] = w[g*kg+j, i]
             xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
             # rows of wo kept pixels, stride[1] * c floats apart; ho rows per image
             rows = (wo, ho, stride[1] * c, stride[0] * wd * c, h * wd * c)
@@ -803,7 +809,8 @@ def _forward_native(
 # budget), MKL as one small product per image. Turned, on the Zen 5 machine, 0.10-0.25x of the
 # better of the two on 2 x 2 and 3 x 3 images at batches of 2 to 64 over 64 to 1024 channels,
 # 0.5-0.9x on 4 x 4 to 6 x 6 (the narrow 64 -> 64 at batch 32 on 4 x 4 the exception, 25 against
-# 44 us), e.g. NiN's 128x2x2->128 at batch 64: 39-41 against 230-244 us (F.conv2d 70-79 us).
+# 44 us), e.g. NiN's 128x2x2->128 at batch 64: 39-41 against 230-244 us (F.conv2d 70-79 us);
+# `benchmarks/native_details.py --section tiny`.
 def _turned(n: int, pixels: int, stride: tuple[int, int], c: int, k: int) -> bool:
     """Whether an NCHW forward of n images (pixels each, after the stride), c channels into k per
     group, runs turned around."""
@@ -813,7 +820,7 @@ def _turned(n: int, pixels: int, stride: tuple[int, int], c: int, k: int) -> boo
 
 
 def _tiny_image(pixels: int) -> bool:
-    """2 to 48 pixels: under 7 x 7 (a 1 x 1 image is a row of a matrix, a product of its own)."""
+    """2 to 48 pixels: under 7 x 7 (1 x 1 images run as one matrix: see _forward_native)."""
     return 1 < pixels < _NATIVE_MIN_PIXELS
 
 
@@ -1006,7 +1013,7 @@ def _grad_input_gemm(
         return torch.mm(_matrix(grad, True), w).view(n, ho, wo, c).permute(0, 3, 1, 2)
     gx = _new_output(in_shape, grad, channels_last)
     if stride == (1, 1) and groups == 1 and gx.numel():  # the common case, in one call
-        if channels_last:
+        if channels_last or ho * wo == 1:  # (1 x 1 images: both layouts are the same N x K matrix)
             mm(_matrix(grad, True), w, _matrix(gx, True))  # dY (NHW x K) @ W (K x C)
         else:
             mm(w.t(), grad.view(n, k, ho * wo), gx.view(n, c, ho * wo))  # W^T (C x K) @ dY (N x K x HW)
@@ -1163,7 +1170,8 @@ def _grad_input_native(
         return gx
     size, threads = grad.element_size(), torch.get_num_threads()
     gp, xp, wp = grad.data_ptr(), gx.data_ptr(), w.data_ptr()
-    turned = not channels_last and _turned_grad_input(n, p, kg)
+    rows_of_channels = not channels_last and p == 1  # 1 x 1 images: as channels_last (see _forward_native)
+    turned = not channels_last and not rows_of_channels and _turned_grad_input(n, p, kg)
     for g in range(groups):
         wg = wp + g * kg * cg * size  # W_g: K/G x C/G, rows cg apart
         if turned:  # gx^T = grad^T W_g on the channels_last kernel, channels p apart (see _turned),
@@ -1173,7 +1181,7 @@ def _grad_input_native(
                 gp + g * kg * p * size, 1, xp + g * cg * p * size, 1, wg, cg, 1, 0,
                 n * p, kg, cg, 0, threads, budget, p, 1, 1, 0, k * p, p, p, c * p,
             )  # fmt: skip
-        elif channels_last:  # W_g's packed copy bounded as in _mm_native_cl
+        elif channels_last or rows_of_channels:  # W_g's packed copy bounded as in _mm_native_cl
             budget = max(1, int(_NATIVE_CL_PACK_SHARE * n * p * min(kg, cg)))
             _native.forward_cl(
                 gp + g * kg * size, k, xp + g * cg * size, c, wg, cg, 1, 0,
