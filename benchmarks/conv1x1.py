@@ -460,7 +460,7 @@ def libraries(shape: Shape, mode: str) -> str:
     shape_key = (shape.n, shape.c, shape.h, shape.w, shape.k, (shape.stride, shape.stride), shape.groups)
 
     def chosen(pass_: str) -> str | None:
-        return ops.chosen_backends().get(ops._choice_key(pass_, like, True, *shape_key))
+        return ops.chosen_backends().get(ops.choice._choice_key(pass_, like, True, *shape_key))
 
     forward = chosen("forward") or "torch"  # not timed: PyTorch's BLAS was the only candidate
     if mode == "forward":
@@ -515,7 +515,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "peaks": limits.to_dict(), "load_average": os.getloadavg()},
         "statistic": f"median of {args.repeats} interleaved rounds after a warm-up, "
                      f"each sample >= {args.min_sample_ms:g} ms of back-to-back calls",
-        "output_pool_bytes": ops._pool.max_bytes,
+        "output_pool_bytes": ops.pool._pool.max_bytes,
         "dtype": "float32", "bias": args.bias, "activation": args.activation,
         "results": rows, "summary": summarise(rows), "memory": memory,
         "memory_method": "VmHWM - VmRSS around one forward call in a subprocess, minus the output's bytes, "

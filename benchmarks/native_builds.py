@@ -76,7 +76,7 @@ def load(path: Path) -> types.ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    runtime = ops._torch_openmp_runtime()
+    runtime = ops.native._torch_openmp_runtime()
     if runtime is not None:
         module.use_openmp(runtime)
     return module
@@ -86,11 +86,11 @@ def on(module: types.ModuleType, fn: Callable[[], object]) -> Callable[[], objec
     """fn with conv1x1's native passes running on this build."""
 
     def run() -> object:
-        before, ops._native = ops._native, module
+        before, ops.native._native = ops.native._native, module
         try:
             return fn()
         finally:
-            ops._native = before
+            ops.native._native = before
 
     return run
 

@@ -69,7 +69,7 @@ def microtile(repeats: int) -> None:
 
         def run(args=args, calls=calls) -> None:
             for _ in range(calls):
-                ops._native.forward(*args)
+                ops.native._native.forward(*args)
 
         ms = _median_ms(run, repeats) / calls
         print(f"  {c} -> {k} over {p} pixels: {ms * 1e3:.1f} us, {2 * n * c * k * p / ms / 1e6:.0f} GFLOP/s")
@@ -88,19 +88,19 @@ def threads(repeats: int) -> None:
             times.append(time.perf_counter() - t0)
         return statistics.median(times) * 1e3
 
-    runtime = ops._torch_openmp_runtime()
+    runtime = ops.native._torch_openmp_runtime()
     try:
         for label, path in (("PyTorch's OpenMP workers", runtime), ("threads of their own", "")):
             if path is None:
                 print(f"  {label}: PyTorch has no OpenMP runtime here")
                 continue
-            ops._native.use_openmp(path)
+            ops.native._native.use_openmp(path)
             alone = _median_ms(lambda: conv1x1(x, w), repeats)
             print(f"  96 -> 96 over 64 8x8 images on {label}: alone {alone:.2f} ms, "
                   f"right after a PyTorch op {after_torch_op():.2f} ms")
     finally:
         if runtime is not None:
-            ops._native.use_openmp(runtime)
+            ops.native._native.use_openmp(runtime)
         ops.set_backend(before)
 
 
@@ -181,11 +181,11 @@ def watch(repeats: int) -> None:
     x = torch.randn(32, 64, 56, 56).contiguous(memory_format=fmt)
     w = torch.randn(256, 64)
     for name in ("onednn", "native"):
-        ops._forward_on(name, x, w, None, (1, 1), 1, None, True)
+        ops.passes._forward_on(name, x, w, None, (1, 1), 1, None, True)
         calls = []
         for _ in range(5):
             before, t0 = _faults(), time.perf_counter()
-            ops._forward_on(name, x, w, None, (1, 1), 1, None, True)
+            ops.passes._forward_on(name, x, w, None, (1, 1), 1, None, True)
             calls.append(((time.perf_counter() - t0) * 1e3, _faults() - before))
         print(f"  ResNet-50 64x56x56 -> 256, batch 32, forward on {name}: "
               + ", ".join(f"{ms:.1f} ms ({n} faults)" for ms, n in calls))
@@ -195,7 +195,7 @@ def watch(repeats: int) -> None:
     g = torch.randn(32, 64, 56, 56).contiguous(memory_format=fmt)
     for label, op in (("conv1x1", conv1x1), ("F.conv2d", F.conv2d)):
         steps = []
-        for _ in range(2 + ops._WATCH_CALLS + 4):  # the first: conv1x1 times its candidates
+        for _ in range(2 + ops.choice._WATCH_CALLS + 4):  # the first: conv1x1 times its candidates
             x.grad = w4.grad = None
             before, t0 = _faults(), time.perf_counter()
             op(x, w4).backward(g)
@@ -209,7 +209,7 @@ def watch(repeats: int) -> None:
 def turned(repeats: int) -> None:
     print("one NCHW image, float32, output preallocated; ms (turned: y^T = x^T W^T on the channels_last "
           "kernel, as conv1x1 runs single images of 7 x 7 to 27 x 27)")
-    nt, share, native = torch.get_num_threads(), ops._NATIVE_CL_PACK_SHARE, ops._native
+    nt, share, native = torch.get_num_threads(), ops.native._NATIVE_CL_PACK_SHARE, ops.native._native
     for c, hw, k in [(2048, 7, 512), (1024, 7, 1024), (832, 7, 384), (1024, 14, 256), (512, 14, 512),
                      (480, 14, 192), (192, 28, 64), (256, 28, 256)]:
         p = hw * hw
@@ -247,7 +247,7 @@ def turned(repeats: int) -> None:
                               int(share * xb.numel()), *images),
             "NCHW kernel": partial(native.forward, xp, c * p, p, yp, k * p, p, wp, c, 1, 0, n, c, k, p, 0,
                                    nt),
-            "MKL": partial(ops._forward_gemm, ops._mm_torch, xb, w, (1, 1), 1, False),
+            "MKL": partial(ops.gemm._forward_gemm, ops.gemm._mm_torch, xb, w, (1, 1), 1, False),
         }
         few = max(3, repeats // 4)
         times = {name: min(_median_ms(fn, few) for _ in range(3)) for name, fn in fns.items()}
@@ -268,8 +268,10 @@ def turned(repeats: int) -> None:
 
         fns = {
             "turned": by_image,
-            "gathered, NCHW kernel": partial(ops._forward_gemm, ops._mm_native, x, w, (2, 2), 1, False),
-            "gathered, MKL": partial(ops._forward_gemm, ops._mm_torch, x, w, (2, 2), 1, False),
+            "gathered, NCHW kernel": partial(
+                ops.gemm._forward_gemm, ops.native._mm_native, x, w, (2, 2), 1, False
+            ),
+            "gathered, MKL": partial(ops.gemm._forward_gemm, ops.gemm._mm_torch, x, w, (2, 2), 1, False),
         }
         times = {name: min(_median_ms(fn, repeats) for _ in range(3)) for name, fn in fns.items()}
         print(f"  {c}x{hw}x{hw} -> {k}, batch {n}: " + ", ".join(f"{m} {t:.3f}" for m, t in times.items()))
@@ -316,7 +318,7 @@ def tiny(repeats: int) -> None:
     print("NCHW images under 7 x 7, float32, output preallocated; ms (turned: image after image on the "
           "channels_last kernel, as conv1x1 runs them; NCHW kernel: image by image through its buffer, or "
           "panels where they fit; MKL: one product per image)")
-    nt, share, native = torch.get_num_threads(), ops._NATIVE_CL_PACK_SHARE, ops._native
+    nt, share, native = torch.get_num_threads(), ops.native._NATIVE_CL_PACK_SHARE, ops.native._native
     for hw in (2, 3, 4, 6):
         for n in (2, 64):
             for c, k in ((64, 64), (256, 256), (1024, 256), (256, 1024)):
@@ -330,14 +332,14 @@ def tiny(repeats: int) -> None:
                                           int(share * x.numel()), p, 1, 1, 0, c * p, p, p, k * p),
                         "NCHW kernel": partial(native.forward, xp, c * p, p, yp, k * p, p, wp, c, 1, 0, n, c,
                                                k, p, 0, nt),
-                        "MKL": partial(ops._forward_gemm, ops._mm_torch, x, w, (1, 1), 1, False),
+                        "MKL": partial(ops.gemm._forward_gemm, ops.gemm._mm_torch, x, w, (1, 1), 1, False),
                     },
                     "grad_input": {
                         "turned": partial(native.forward_cl, gp, 1, gxp, 1, wp, c, 1, 0, n * p, k, c, 0, nt,
                                           int(share * n * p * min(k, c)), p, 1, 1, 0, k * p, p, p, c * p),
                         "NCHW kernel": partial(native.forward, gp, k * p, p, gxp, c * p, p, wp, 1, c, 0, n, k,
                                                c, p, 0, nt, n * c * p),
-                        "MKL": partial(ops._grad_input_on, "torch", g, x, w, (1, 1), 1, False),
+                        "MKL": partial(ops.passes._grad_input_on, "torch", g, x, w, (1, 1), 1, False),
                     },
                 }
                 for pass_, fns in runs.items():
@@ -356,8 +358,8 @@ def tiny(repeats: int) -> None:
 
 def blas_lead(repeats: int) -> None:
     t0 = time.perf_counter()
-    ops._blas_behind = None
-    behind = ops._blas_far_behind()
+    ops.choice._blas_behind = None
+    behind = ops.choice._blas_far_behind()
     print(f"PyTorch's BLAS far behind the native kernels here: {behind} (timed in "
           f"{(time.perf_counter() - t0) * 1e3:.0f} ms)")
     print("NCHW layers the measured rule leaves to MKL (at least one pass), native against MKL, ms per pass:")
@@ -366,17 +368,18 @@ def blas_lead(repeats: int) -> None:
         x, w, g = torch.randn(n, c, hw, hw), torch.randn(k, c), torch.randn(n, k, hw, hw)
         st, cells = (1, 1), []
         passes = {
-            "forward": (partial(ops._forward_on, x=x, w=w, bias=None, stride=st, groups=1, activation=None,
+            "forward": (partial(ops.passes._forward_on, x=x, w=w, bias=None, stride=st, groups=1,
+                                activation=None,
                                 channels_last=False), x, c, k),
-            "grad_input": (partial(ops._grad_input_on, grad=g, x=x, w=w, stride=st, groups=1,
+            "grad_input": (partial(ops.passes._grad_input_on, grad=g, x=x, w=w, stride=st, groups=1,
                                    channels_last=False), g, k, c),
-            "grad_weight": (partial(ops._grad_weight_on, grad=g, x=x, w=w, stride=st, groups=1,
+            "grad_weight": (partial(ops.passes._grad_weight_on, grad=g, x=x, w=w, stride=st, groups=1,
                                     channels_last=False), g, c, k),
         }
         for pass_, (run, probe, summed, out) in passes.items():
             fns = {lib: partial(run, lib) for lib in ("native", "torch")}
             times = _best_of_medians(fns, max(3, repeats // 4))
-            rule = "native" if ops._native_by_rule(pass_, probe, summed, out) else "MKL"
+            rule = "native" if ops.choice._native_by_rule(pass_, probe, summed, out) else "MKL"
             cells.append(f"{pass_} native {times['native']:.3f}, MKL {times['torch']:.3f} "
                          f"({times['torch'] / times['native']:.2f}x; rule: {rule})")
         print(f"  {n}x{c}x{hw}x{hw} -> {k}: " + "; ".join(cells))
@@ -390,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     if ops.native_isa() is None:
         print("the native kernels were not built: nothing to measure", file=sys.stderr)
         return 1
-    print(f"native kernels: {ops.native_isa()} on {ops._native.threading()}; torch {torch.__version__}, "
+    threading = ops.native._native.threading()
+    print(f"native kernels: {ops.native_isa()} on {threading}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     for name in args.section:
         print(f"\n== {name}")

@@ -3,7 +3,7 @@
 For every NCHW shape of benchmarks/conv1x1.py's suite (float32), times each of the three passes
 (forward, grad_input, grad_weight) on the native kernels and on PyTorch's BLAS, interleaved in one
 process, and prints per shape: both times, the ratio (> 1: native faster), and which one conv1x1's
-"auto" rule (onebyone.ops._use_native) picks. The rule's constants are set from this table.
+"auto" rule (onebyone.ops.choice._use_native) picks. The rule's constants are set from this table.
 
     python benchmarks/native_vs_blas.py [--layout nchw|channels_last] [--shapes GLOB ...] [--repeats 7]
                                         [--out PREFIX]
@@ -40,9 +40,9 @@ def _runners(shape: Shape, cl: bool, seed: int = 0) -> dict[str, dict[str, Calla
 
     def passes(name: str) -> dict[str, Callable[[], object]]:  # each pass as conv1x1 runs it there
         return {
-            "forward": lambda: ops._forward_on(name, x, w, None, st, grp, None, cl),
-            "grad_input": lambda: ops._grad_input_on(name, g, x, w, st, grp, cl),
-            "grad_weight": lambda: ops._grad_weight_on(name, g, x, w, st, grp, cl),
+            "forward": lambda: ops.passes._forward_on(name, x, w, None, st, grp, None, cl),
+            "grad_input": lambda: ops.passes._grad_input_on(name, g, x, w, st, grp, cl),
+            "grad_weight": lambda: ops.passes._grad_weight_on(name, g, x, w, st, grp, cl),
         }
 
     native, blas = passes("native"), passes("torch")
@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rule(pass_: str, probe: torch.Tensor, c: int, k: int, stride: int) -> bool:
-    """ops._use_native, as conv1x1 asks it."""
+    """ops.choice._use_native, as conv1x1 asks it."""
     if pass_ == "grad_weight" and stride != 1:
         return False
-    return ops._use_native(pass_, probe, c, k, False)
+    return ops.choice._use_native(pass_, probe, c, k, False)
 
 
 if __name__ == "__main__":

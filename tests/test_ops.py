@@ -516,7 +516,7 @@ def test_native_kernels_are_built_on_linux_x86_64():
         pytest.skip("the native kernels are only required where they were developed: Linux on x86-64")
     assert ops.native_isa() in ("avx512", "avx2", "base")
     if "OpenMP" in torch.__config__.parallel_info():  # the kernels share PyTorch's worker threads
-        assert ops._native.threading() == "openmp"
+        assert ops.native._native.threading() == "openmp"
 
 
 @pytest.fixture
@@ -614,7 +614,7 @@ def test_native_strided_channels_last_gradients_over_many_blocks(native, n, c, k
     # the kept pixels are gathered a block at a time (1/12 of the input) and each block's weight
     # gradient is added in place by the kernel: here 4 blocks each way
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    _, blocks = ops._blocks(torch.empty(n, c, h, w), n, -(-h // sh), c * -(-w // sw))
+    _, blocks = ops.views._blocks(torch.empty(n, c, h, w), n, -(-h // sh), c * -(-w // sw))
     assert len(blocks) >= 3
     _check_native_case(n, c, k, h, w, None, "channels_last", stride=stride)
 
@@ -629,7 +629,7 @@ def test_native_forward_of_one_nchw_image_turned_around(native, c, k, h, w, stri
     # one NCHW image runs y^T = x^T W^T on the channels_last kernel: 7 x 7 to 27 x 27 at stride 1,
     # any size with a stride (the kept pixels read where they lie, rows stride[0] * w apart)
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    assert ops._turned(1, -(-h // sh) * -(-w // sw), (sh, sw), c // groups, k // groups)
+    assert ops.native._turned(1, -(-h // sh) * -(-w // sw), (sh, sw), c // groups, k // groups)
     _check_native_case(1, c, k, h, w, activation, "nchw", stride=stride, groups=groups)
 
 
@@ -639,7 +639,7 @@ def test_native_forward_of_one_nchw_image_turned_around(native, c, k, h, w, stri
 def test_native_forward_of_nchw_batches_turned_around(native, n, c, k, h, w, groups, activation):
     # batches of small images run turned too: the kernel steps from image to image (x's images
     # c*h*w apart, y's k*h*w apart), a micro-tile never crossing one
-    assert ops._turned(n, h * w, (1, 1), c // groups, k // groups)
+    assert ops.native._turned(n, h * w, (1, 1), c // groups, k // groups)
     _check_native_case(n, c, k, h, w, activation, "nchw", groups=groups)
 
 
@@ -653,8 +653,8 @@ def test_native_forward_of_nchw_batches_turned_around(native, n, c, k, h, w, gro
 def test_tiny_nchw_images_turned_around_forward_and_grad_input(native, n, c, k, h, w, groups, activation):
     # images under 7 x 7 (NiN's 2 x 2 and 4 x 4 maps) go turned, single or in batches, forward and
     # grad_input, image after image; a micro-tile never crosses one (2 to 36 pixels here)
-    assert ops._turned(n, h * w, (1, 1), c // groups, k // groups)
-    assert ops._turned_grad_input(n, h * w, k // groups)
+    assert ops.native._turned(n, h * w, (1, 1), c // groups, k // groups)
+    assert ops.native._turned_grad_input(n, h * w, k // groups)
     _check_native_case(n, c, k, h, w, activation, "nchw", groups=groups)
 
 
@@ -670,8 +670,8 @@ def test_nchw_one_by_one_images_are_one_product(backend, n, c, k, stride, groups
         pytest.skip("the native kernels were not built")
     calls: list[int] = []
     if backend == "native":
-        real = ops._native.forward_cl
-        monkeypatch.setattr(ops._native, "forward_cl", lambda *a: calls.append(a[-1]) or real(*a))
+        real = ops.native._native.forward_cl
+        monkeypatch.setattr(ops.native._native, "forward_cl", lambda *a: calls.append(a[-1]) or real(*a))
     before = ops.set_backend(backend)
     try:
         _check_native_case(n, c, k, 1, 1, "relu", "nchw", stride=stride, groups=groups)
@@ -699,8 +699,9 @@ def test_nchw_kernel_on_small_images(n, c, k, p):
     x, w = torch.randn(n, c, p, generator=gen), torch.randn(k, c, generator=gen)
     b = torch.randn(k, generator=gen)
     y = torch.full((n, k, p), 7.0)
-    ops._native.forward(x.data_ptr(), c * p, p, y.data_ptr(), k * p, p, w.data_ptr(), c, 1, b.data_ptr(),
-                        n, c, k, p, 1, 2)  # fmt: skip
+    kernel = ops.native._native
+    kernel.forward(x.data_ptr(), c * p, p, y.data_ptr(), k * p, p, w.data_ptr(), c, 1, b.data_ptr(),
+                   n, c, k, p, 1, 2)  # fmt: skip
     want = torch.relu(torch.einsum("kc,ncp->nkp", w.double(), x.double()) + b.double()[:, None])
     torch.testing.assert_close(y.double(), want, atol=1e-3, rtol=1e-4)
 
@@ -709,8 +710,8 @@ def test_nchw_kernel_on_small_images(n, c, k, p):
 @pytest.mark.parametrize("isa", ["avx2", "base"])
 def test_every_instruction_set_build_is_right(native, isa):
     """The AVX2 and baseline builds (other machines' kernels) checked here too, where the CPU runs them."""
-    before = ops._native.isa()
-    if not ops._native.set_isa(isa):
+    before = ops.native._native.isa()
+    if not ops.native._native.set_isa(isa):
         pytest.skip(f"this CPU cannot run the {isa} build")
     try:
         for layout in LAYOUTS:
@@ -730,10 +731,10 @@ def test_every_instruction_set_build_is_right(native, isa):
             for method in (0, 1, 2):
                 out = torch.empty(k, c)
                 ptrs = (g.data_ptr(), k * p, p, x.data_ptr(), c * p, p, out.data_ptr(), c)
-                ops._native.grad_weight(*ptrs, n, k, c, p, 0, 2, method)
+                ops.native._native.grad_weight(*ptrs, n, k, c, p, 0, 2, method)
                 torch.testing.assert_close(out.double(), want, atol=2e-3, rtol=1e-4)
     finally:
-        ops._native.set_isa(before)
+        ops.native._native.set_isa(before)
 
 
 @needs_native
@@ -770,9 +771,9 @@ def native_forward_calls(monkeypatch):
     before = ops.set_backend("auto")
     calls: list[str] = []
     for name in ("forward", "forward_cl"):
-        real = getattr(ops._native, name)
+        real = getattr(ops.native._native, name)
         record = lambda *a, name=name, real=real: calls.append(name) or real(*a)  # noqa: E731
-        monkeypatch.setattr(ops._native, name, record)
+        monkeypatch.setattr(ops.native._native, name, record)
     yield calls
     ops.set_backend(before)
 
@@ -783,7 +784,7 @@ def test_auto_uses_native_where_the_rule_says(native_forward_calls, monkeypatch)
     seed's shape (few channels, many pixels) on the NCHW kernel, 7 x 7 images (wide, few pixels)
     turned around on the channels_last kernel, 28 x 28 images over 1024 channels in a batch on MKL,
     float64 on MKL."""
-    monkeypatch.setattr(ops, "_blas_behind", False)
+    monkeypatch.setattr(ops.choice, "_blas_behind", False)
     calls = native_forward_calls
     x = torch.randn(1, 50, 60, 60)
     conv1x1(x, torch.randn(20, 50, 1, 1))
@@ -801,11 +802,11 @@ def test_auto_uses_native_where_the_rule_says(native_forward_calls, monkeypatch)
 def test_every_float32_pass_native_where_blas_is_far_behind(native_forward_calls, monkeypatch):
     """Where BLAS is far behind the native kernels (MKL's AVX2 code on a Zen 5 core), the passes the
     rule leaves to BLAS run native too, and compute the same; float64 still goes to BLAS."""
-    monkeypatch.setattr(ops, "_blas_behind", True)
+    monkeypatch.setattr(ops.choice, "_blas_behind", True)
     calls = native_forward_calls
     x = torch.randn(2, 1024, 28, 28, requires_grad=True)  # the rule's forward: MKL
     w = torch.randn(256, 1024, 1, 1, requires_grad=True)
-    assert not ops._native_by_rule("forward", x, 1024, 256)
+    assert not ops.choice._native_by_rule("forward", x, 1024, 256)
     y = conv1x1(x, w)
     assert calls == ["forward"]
     g = torch.randn_like(y)
@@ -823,7 +824,7 @@ def test_every_float32_pass_native_where_blas_is_far_behind(native_forward_calls
 @pytest.mark.parametrize("behind", [False, True])
 def test_rule_on_channels_last_goes_native_only_where_blas_is_far_behind(native_forward_calls, monkeypatch,
                                                                           behind):
-    monkeypatch.setattr(ops, "_blas_behind", behind)
+    monkeypatch.setattr(ops.choice, "_blas_behind", behind)
     ops.set_backend("rule")
     x = _layout(torch.randn(2, 64, 9, 9), "channels_last").requires_grad_()
     w = torch.randn(96, 64, 1, 1, requires_grad=True)
@@ -842,13 +843,14 @@ def test_rule_on_channels_last_goes_native_only_where_blas_is_far_behind(native_
 @pytest.mark.parametrize("behind", [False, True])
 def test_timing_leaves_blas_out_where_it_is_far_behind(monkeypatch, behind):
     # PyTorch's BLAS made to look fastest: it wins the timing, unless BLAS is known to be far behind
-    monkeypatch.setattr(ops, "_blas_behind", behind)
+    monkeypatch.setattr(ops.choice, "_blas_behind", behind)
     before = ops.set_backend("auto")
-    real = ops._forward_on
+    real = ops.passes._forward_on
     x = _layout(torch.randn(2, 32, 9, 9), "channels_last")
     w = torch.randn(48, 32, 1, 1)
     done = F.conv2d(x, w)
-    monkeypatch.setattr(ops, "_forward_on", lambda name, *a: done if name == "torch" else real(name, *a))
+    monkeypatch.setattr(ops.passes, "_forward_on",
+                        lambda name, *a: done if name == "torch" else real(name, *a))
     try:
         torch.testing.assert_close(conv1x1(x, w), done, atol=1e-4, rtol=1e-4)
         (chosen,) = ops.chosen_backends().values()
@@ -859,15 +861,15 @@ def test_timing_leaves_blas_out_where_it_is_far_behind(monkeypatch, behind):
 
 @needs_native
 def test_blas_lead_is_timed_once(monkeypatch):
-    ops._blas_behind = None
-    first = ops._blas_far_behind()
-    assert isinstance(first, bool) and ops._blas_behind is first
+    ops.choice._blas_behind = None
+    first = ops.choice._blas_far_behind()
+    assert isinstance(first, bool) and ops.choice._blas_behind is first
 
     def timed_again(*args: object) -> None:
         raise AssertionError("timed a second time")
 
-    monkeypatch.setattr(ops, "_forward_native", timed_again)
-    assert ops._blas_far_behind() is first  # remembered: no second timing
+    monkeypatch.setattr(ops.choice, "_forward_native", timed_again)
+    assert ops.choice._blas_far_behind() is first  # remembered: no second timing
 
 
 @needs_native
@@ -908,7 +910,7 @@ def test_native_grad_weight_in_every_form(n, c, k, p, method, accumulate):
     out = torch.randn(k, c + 3, generator=gen)  # a row stride wider than the row: nothing else moves
     before = out.clone()
     ptrs = (g.data_ptr(), k * p, p, x.data_ptr(), c * p, p, out.data_ptr(), c + 3)
-    ops._native.grad_weight(*ptrs, n, k, c, p, accumulate, 2, method)
+    ops.native._native.grad_weight(*ptrs, n, k, c, p, accumulate, 2, method)
     want = torch.einsum("nkp,ncp->kc", g.double(), x.double()) + (before[:, :c].double() if accumulate else 0)
     torch.testing.assert_close(out[:, :c].double(), want, atol=2e-3, rtol=1e-4)
     assert torch.equal(out[:, c:], before[:, c:])
@@ -931,7 +933,7 @@ def test_native_channels_last_grad_weight_added_or_not(c, k, p, accumulate):
     out = torch.randn(k, c + 3, generator=gen)  # a row stride wider than the row: nothing else moves
     before = out.clone()
     ptrs = (g.data_ptr(), k, x.data_ptr(), c, out.data_ptr(), c + 3)
-    ops._native.grad_weight_cl(*ptrs, p, k, c, accumulate, 2)
+    ops.native._native.grad_weight_cl(*ptrs, p, k, c, accumulate, 2)
     want = g.double().T @ x.double() + (before[:, :c].double() if accumulate else 0)
     torch.testing.assert_close(out[:, :c].double(), want, atol=2e-3, rtol=1e-4)
     assert torch.equal(out[:, c:], before[:, c:])
@@ -950,7 +952,7 @@ def fresh_pool():
     backend = ops.set_backend("rule")
     before = ops.set_output_pool(0)  # gives back every freed block
     ops.set_output_pool(before)
-    yield ops._pool
+    yield ops.pool._pool
     ops.set_output_pool(before)
     ops.set_backend(backend)
 
@@ -1108,26 +1110,26 @@ def test_the_timing_charges_results_in_fresh_pages(fresh_pool, timed_choices, mo
     # a loop pays the page faults of a result malloc maps afresh (over 32 MiB) on every call; the
     # first-call timing charges them at the machine's measured price (here set: 1 us a byte makes
     # them dwarf the pooled candidate's 2 ms)
-    monkeypatch.setattr(ops, "_fault_price", price)
+    monkeypatch.setattr(ops.choice, "_fault_price", price)
     shape = (1, 9, 1 << 10, 1 << 10)  # 36 MiB of float32
 
     def pooled() -> torch.Tensor:
         time.sleep(2e-3)
-        return ops._new_output(shape, torch.empty(0), False)
+        return ops.pool._new_output(shape, torch.empty(0), False)
 
     candidates = {"torch": pooled, "onednn": lambda: torch.empty(shape)}
     key = ("test-fresh-pages", price)
     try:
-        ops._fastest(key, candidates)
+        ops.choice._fastest(key, candidates)
         assert ops.chosen_backends()[key] == winner
     finally:
-        ops._choices.pop(key, None)
+        ops.choice._choices.pop(key, None)
 
 
 def test_the_fault_price_is_measured(monkeypatch):
-    monkeypatch.setattr(ops, "_fault_price", None)
-    price = ops._fault_seconds_per_byte()
-    assert 0 <= price < 1e-6 and ops._fault_price == price  # under 4 ms a page; then kept
+    monkeypatch.setattr(ops.choice, "_fault_price", None)
+    price = ops.choice._fault_seconds_per_byte()
+    assert 0 <= price < 1e-6 and ops.choice._fault_price == price  # under 4 ms a page; then kept
 
 
 @pytest.mark.parametrize(("price", "winner"), [(0.0, "onednn"), (1e-6, "torch")])
@@ -1136,11 +1138,11 @@ def test_a_choice_paying_page_faults_gives_way(fresh_pool, timed_choices, monkey
     # page faults are counted call by call and, at 1 us a byte, cost more than its lead
     import mmap
 
-    monkeypatch.setattr(ops, "_fault_price", price)
+    monkeypatch.setattr(ops.choice, "_fault_price", price)
 
     def pooled() -> torch.Tensor:
         time.sleep(20e-3)
-        return ops._new_output((1, 1 << 20), torch.empty(0), False)
+        return ops.pool._new_output((1, 1 << 20), torch.empty(0), False)
 
     def fresh() -> torch.Tensor:
         t = torch.frombuffer(mmap.mmap(-1, 4 << 20), dtype=torch.float32)
@@ -1149,18 +1151,18 @@ def test_a_choice_paying_page_faults_gives_way(fresh_pool, timed_choices, monkey
     candidates = {"torch": pooled, "onednn": fresh}
     key = ("test-watch", price)
     try:
-        ops._fastest(key, candidates)
-        assert ops.chosen_backends()[key] == "onednn" and key in ops._watched
-        for _ in range(ops._WATCH_CALLS):
-            ops._fastest(key, candidates)
+        ops.choice._fastest(key, candidates)
+        assert ops.chosen_backends()[key] == "onednn" and key in ops.choice._watched
+        for _ in range(ops.choice._WATCH_CALLS):
+            ops.choice._fastest(key, candidates)
         assert ops.chosen_backends()[key] == winner
-        assert (key in ops._watched) == (winner == "onednn")  # watched for as long as it is the choice
+        assert (key in ops.choice._watched) == (winner == "onednn")  # watched for as long as it is the choice
     finally:
-        ops._choices.pop(key, None)
-        ops._watched.pop(key, None)
+        ops.choice._choices.pop(key, None)
+        ops.choice._watched.pop(key, None)
 
 
-@pytest.mark.skipif(not ops._HAS_ONEDNN, reason="oneDNN is not in this PyTorch build")
+@pytest.mark.skipif(not ops.onednn._HAS_ONEDNN, reason="oneDNN is not in this PyTorch build")
 def test_watched_channels_last_passes_stay_right(fresh_pool, timed_choices):
     # whatever the watch decides, each pass on its (possibly new) library computes the same values
     gen = torch.Generator().manual_seed(9)
@@ -1170,7 +1172,7 @@ def test_watched_channels_last_passes_stay_right(fresh_pool, timed_choices):
     want = F.conv2d(x, w)
     g = torch.randn(want.shape, generator=gen).contiguous(memory_format=torch.channels_last)
     want_x, want_w = torch.autograd.grad(want, (x, w), g)
-    for _ in range(ops._WATCH_CALLS + 2):
+    for _ in range(ops.choice._WATCH_CALLS + 2):
         x.grad = w.grad = None
         y = conv1x1(x, w)
         y.backward(g)

@@ -146,7 +146,7 @@ def _measure_cpu_kernels(repeats: int) -> dict[str, float]:
     if torch.backends.mkldnn.is_available():
         runs["oneDNN"] = functools.partial(torch.nn.functional.conv2d, x, w.view(k, c, 1, 1))
     if ops.native_isa() is not None:
-        runs["onebyone"] = functools.partial(ops._forward_native, x, w, None, (1, 1), 1, None, True)
+        runs["onebyone"] = functools.partial(ops.native._forward_native, x, w, None, (1, 1), 1, None, True)
     cpu = torch.device("cpu")
     return {name: flops / _best_seconds(run, cpu, 2 * repeats, warmups=3) / 1e9 for name, run in runs.items()}
 

@@ -23,6 +23,8 @@ import weakref
 import torch
 from torch import Tensor
 
+from .views import _format
+
 __all__ = ["MIN_BYTES", "OutputPool", "default_max_bytes"]
 
 #: outputs smaller than this come from torch.empty: malloc's own free lists keep them mapped
@@ -133,3 +135,33 @@ class OutputPool:
             n, c, h, w = shape
             return flat.view(n, h, w, c).permute(0, 3, 1, 2)  # N x C x H x W, channels innermost
         return flat.view(shape)
+
+
+_pool = OutputPool(default_max_bytes())
+
+
+def set_output_pool(max_bytes: int) -> int:
+    """Cap the memory conv1x1 keeps in freed CPU outputs for reuse; returns the previous cap.
+
+    Outputs (and the gradients of the input and of the weights) of at least 1 MiB live in blocks
+    that conv1x1 takes back when the tensor's storage is freed and hands out again for the next
+    output of the same size, so a loop does not pay the page faults of fresh memory on every step
+    (on this project's machine they cost more than the product itself on large outputs: see
+    ``docs/op.md``). At most ``max_bytes`` of freed blocks are kept (default: 1 GiB, or a
+    sixteenth of the machine's memory where that is less), the least recently freed given back to
+    the system first; ``0`` turns the pool off and gives back everything it holds. Such tensors
+    cannot be resized in place (``resize_`` to a larger size).
+    """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise ValueError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+    before = _pool.max_bytes
+    _pool.set_max_bytes(max_bytes)
+    return before
+
+
+def _new_output(shape: tuple[int, ...], like: Tensor, channels_last: bool) -> Tensor:
+    """An uninitialised result with like's dtype and device, contiguous in the layout asked for."""
+    if like.is_cpu:
+        return _pool.empty(shape, like.dtype, channels_last)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_format(channels_last))
+

@@ -1,0 +1,309 @@
+"""The passes on onebyone's own float32 CPU kernels (``_native.c``).
+
+A block of outputs is kept in registers while the channels stream past, the bias and activation
+applied before the store, on PyTorch's own OpenMP threads. Two kernels: the NCHW one (vectors of
+pixels) and the channels_last one (micro-tiles of pixels x output channels), which also runs NCHW
+problems turned around (y^T = x^T W^T) where an image has too few pixels for the first.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from .checks import ACTIVATIONS
+from .gemm import _finished, _forward_gemm, _mm_torch
+from .onednn import _ONEDNN_WEIGHT_SHARE
+from .pool import _new_output
+from .views import _block_rows, _blocks, _matrix, _pack
+
+try:
+    from onebyone import _native
+except ImportError:  # not built (no C compiler when it was installed): the BLAS libraries alone
+    _native = None  # type: ignore[assignment]
+
+def _torch_openmp_runtime() -> str | None:
+    """The OpenMP runtime PyTorch loaded (its path), if its threads are OpenMP's; else None."""
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        with open("/proc/self/maps") as f:  # Linux: every mapped library, by path
+            paths = {line.split()[-1] for line in f if line.rstrip().endswith((".so", ".so.1", ".so.5"))}
+    except OSError:
+        return None
+    runtimes = [p for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp5", "libomp"))]
+    torch_dir = os.path.dirname(torch.__file__)
+    runtimes.sort(key=lambda p: not p.startswith(torch_dir))  # the copy PyTorch ships first
+    return runtimes[0] if runtimes else None
+
+
+if _native is not None:  # share PyTorch's worker threads instead of starting our own
+    _runtime = _torch_openmp_runtime()
+    if _runtime is not None:
+        _native.use_openmp(_runtime)
+
+
+def native_isa() -> str | None:
+    """The instruction set onebyone's own CPU kernels run on ("avx512", "avx2" or "base").
+
+    None when they were not built (the package was installed without a C compiler); conv1x1 then
+    runs on the BLAS libraries alone.
+    """
+    return None if _native is None else _native.isa()
+
+
+def _native_dtype_ok(t: Tensor) -> bool:
+    return _native is not None and t.dtype is torch.float32 and t.is_cpu
+
+
+def _mm_native(a: Tensor, b: Tensor, out: Tensor, *, scratch_of_out: bool = False) -> None:
+    """out = a @ b on onebyone's own kernel: a (M x K) any strides, b and out with contiguous rows.
+
+    The kernel's scratch is bounded by a share of b's size (the op's input, in a forward), or of
+    out's with ``scratch_of_out`` (grad_input, whose op input is as big as out)."""
+    if b.dim() == 2:
+        b, out = b.unsqueeze(0), out.unsqueeze(0)
+    if b.stride(-1) != 1 or out.stride(-1) != 1 or a.dim() != 2 or not _native_dtype_ok(b):
+        _mm_torch(a, b, out)
+        return
+    _native.forward(
+        b.data_ptr(), b.stride(0), b.stride(1),
+        out.data_ptr(), out.stride(0), out.stride(1),
+        a.data_ptr(), a.stride(0), a.stride(1), 0,
+        b.shape[0], b.shape[1], a.shape[0], b.shape[2], 0, torch.get_num_threads(),
+        out.numel() if scratch_of_out else 0,
+    )  # fmt: skip
+
+
+def _mm_native_gx(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """_mm_native for grad_input: out = W^T @ grad_y, the scratch bounded by out's size."""
+    _mm_native(a, b, out, scratch_of_out=True)
+
+
+def _forward_native(
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    groups: int,
+    activation: str | None,
+    channels_last: bool,
+) -> Tensor:
+    """float32 on the direct kernels, either layout, bias and activation fused into the stores. Small
+    NCHW images run turned around on the channels_last kernel (see _turned); an NCHW batch with a
+    stride goes by the gathered blocks of _forward_gemm and the epilogue after (its kept pixels are
+    not contiguous), a channels_last input or a single NCHW image is read where it lies."""
+    n, c, h, wd = x.shape
+    k, cg = w.shape
+    ho, wo = -(-h // stride[0]), -(-wd // stride[1])
+    kg, p = k // groups, ho * wo
+    # NCHW 1 x 1 images lie in memory as channels_last ones (a row of channels each): the batch is one
+    # product on the channels_last kernel, where the NCHW kernel took it an image (one pixel) at a time
+    # (64x512x1x1 -> 1000: 0.6 against 10.7 ms; benchmarks/native_details.py --section blas-lead)
+    rows_of_channels = not channels_last and h * wd == 1 and _native_cl_forward_ok(x, w, groups)
+    turned = (not channels_last and not rows_of_channels and _turned(n, p, stride, cg, kg)
+              and _native_cl_forward_ok(x, w, groups))
+    if stride != (1, 1) and not channels_last and not turned and not rows_of_channels:
+        y = _forward_gemm(_mm_native, x, w, stride, groups, channels_last)
+        return _finished(y, bias, activation, channels_last)
+    y = _new_output((n, k, ho, wo), x, channels_last)
+    if bias is not None and not bias.is_contiguous():
+        bias = bias.contiguous()
+    act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
+    size, threads = x.element_size(), torch.get_num_threads()
+    budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))  # channels_last kernel: a copy of all of W^T
+    for g in range(groups):
+        b = 0 if bias is None else bias.data_ptr() + g * kg * size
+        wg = w.data_ptr() + g * kg * cg * size
+        if turned:  # NCHW images as y^T = x^T W^T: the channels_last kernel, channels h*wd apart
+            xg, yg = x.data_ptr() + g * cg * h * wd * size, y.data_ptr() + g * kg * p * size
+            if stride == (1, 1):  # an image is one row of p pixels, 1 apart; images c*p and k*p apart
+                images = (p, 1, 1, 0, c * p, h * wd, p, k * p)
+            else:  # ho rows of wo kept pixels, stride[1] apart, the rows stride[0] * wd apart
+                images = (wo, ho, stride[1], stride[0] * wd, c * h * wd, h * wd, p, k * p)
+            _native.forward_cl(xg, 1, yg, 1, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *images)
+        elif channels_last or rows_of_channels:  # X_g (kept pixels x C/G) @ W_g^T: W_g^T[i, j] = w[g*kg+j, i]
+            xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
+            # rows of wo kept pixels, stride[1] * c floats apart; ho rows per image
+            rows = (wo, ho, stride[1] * c, stride[0] * wd * c, h * wd * c)
+            _native.forward_cl(xg, c, yg, k, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *rows)
+        else:  # per image W_g (K/G x C/G) @ X[n, g] (C/G x pixels)
+            xg, yg = x.data_ptr() + g * cg * p * size, y.data_ptr() + g * kg * p * size
+            _native.forward(xg, c * p, p, yg, k * p, p, wg, cg, 1, b, n, cg, kg, p, act, threads)
+    return y
+
+
+# NCHW images of 7 x 7 to 27 x 27 can go through the forward turned around, y^T = x^T W^T, on the
+# channels_last kernel (pixels as rows, 12 at a time; output channels as columns, 32 at a time;
+# W^T packed a block at a time and run over every image): a 7 x 7 image's 49 pixels are too few
+# for the NCHW kernel's vectors of pixels, and they fill the turned tile's rows. Single images of
+# 7 x 7 to 27 x 27: ResNet-50's 2048x7x7->512 and MobileNet's 1024x7x7->1024 0.52 ms against 0.88
+# ms on the NCHW kernel and 0.70 ms for MKL, 14 x 14 layers 0.9-1.0x of the NCHW kernel's time; at
+# 28 x 28 the NCHW kernel is ahead (0.74-0.76x of the turned time). Batches of images under 14 x 14,
+# and of 14 x 14 to 27 x 27 that sum over more channels than they output: MobileNet's 1024x7x7->1024
+# at batch 32 15.3 against 20.4 ms on the NCHW kernel's panels (F.conv2d 16-22 ms),
+# 1024x14x14->256 16.9 against 18.4 ms for MKL; 256x14x14->1024 18.1 against 17.1 ms, not taken.
+# So is a single strided image of any size: the kernel reads the kept pixels where they lie, with
+# no gathered blocks (ResNet-50's 256x56x56->512 stride-2 shortcut 1.09 against 1.38 ms; at batch
+# 32 image by image was slower than the gathered blocks). `native_details.py --section turned`.
+# Images under 7 x 7 (2 to 48 pixels: the last stages of networks on small inputs, NiN's 4 x 4 and
+# 2 x 2 maps on the 8 x 8 digits) turn too, single or in batches: the NCHW kernel took them an image
+# at a time through a 16-pixel buffer (or side by side in panels where those fit the memory
+# budget), MKL as one small product per image. Turned, on the Zen 5 machine, 0.10-0.25x of the
+# better of the two on 2 x 2 and 3 x 3 images at batches of 2 to 64 over 64 to 1024 channels,
+# 0.5-0.9x on 4 x 4 to 6 x 6 (the narrow 64 -> 64 at batch 32 on 4 x 4 the exception, 25 against
+# 44 us), e.g. NiN's 128x2x2->128 at batch 64: 39-41 against 230-244 us (F.conv2d 70-79 us);
+# `benchmarks/native_details.py --section tiny`.
+_NATIVE_MIN_PIXELS = 49  # 7 x 7: the smallest images the NCHW kernel's vectors of pixels fill
+_NATIVE_LARGE_PIXELS = 784  # 28 x 28
+
+
+def _turned(n: int, pixels: int, stride: tuple[int, int], c: int, k: int) -> bool:
+    """Whether an NCHW forward of n images (pixels each, after the stride), c channels into k per
+    group, runs turned around."""
+    if stride != (1, 1):
+        return n == 1
+    return _tiny_image(pixels) or (_small_image(pixels) and (n == 1 or pixels < 196 or c > k))
+
+
+def _tiny_image(pixels: int) -> bool:
+    """2 to 48 pixels: under 7 x 7 (1 x 1 images run as one matrix: see _forward_native)."""
+    return 1 < pixels < _NATIVE_MIN_PIXELS
+
+
+def _small_image(pixels: int) -> bool:
+    """7 x 7 to 27 x 27: the images the turned-around passes are measured on."""
+    return _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS
+
+
+# grad_input of a single image turned the same way (gx^T = grad^T W): 7 x 7 to 13 x 13 images,
+# and up to 27 x 27 when it sums over 256 channels or more (ResNet-50's 2048x7x7->512 0.55
+# against 0.67 ms on the NCHW kernel, its 1024x14x14->256 0.53 against 0.58; GoogLeNet's
+# 480x14x14->192, summing 192, 0.20 against 0.19); and images under 7 x 7 in batches too, image
+# after image as in the forward (Zen 5: 0.10-0.2x of the NCHW kernel's time on 2 x 2 images,
+# 0.64-0.94x on 4 x 4, 0.4-0.95x on 6 x 6 with one narrow exception, 64 -> 64 at batch 32; at 7 x 7
+# and larger, batches were within 0.55-1.8x either way, so they stay on the NCHW kernel).
+def _turned_grad_input(n: int, pixels: int, summed: int) -> bool:
+    return _tiny_image(pixels) or (n == 1 and _small_image(pixels) and (pixels < 196 or summed >= 256))
+
+
+
+
+# The channels_last kernel packs W^T into blocks of 32 columns (one group at a time), all of them
+# at once while that copy stays within the same 9% of the input as oneDNN's weight reorder.
+_NATIVE_CL_PACK_SHARE = _ONEDNN_WEIGHT_SHARE
+
+
+# Beyond that the kernel packs W^T block by block into a workspace of its own (up to 2048 input
+# channels: 32 columns x C floats per thread, kept between calls, as BLAS keeps its buffers).
+_NATIVE_CL_WORKSPACE_MAX_C = 2048
+
+
+def _native_cl_forward_ok(x: Tensor, w: Tensor, groups: int) -> bool:
+    """The channels_last native forward can run within the memory budget: block by block, or whole."""
+    kg, cg = w.shape[0] // groups, w.shape[1]
+    return cg <= _NATIVE_CL_WORKSPACE_MAX_C or -(-kg // 32) * 32 * cg <= _NATIVE_CL_PACK_SHARE * x.numel()
+
+
+def _mm_native_cl(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """out = a @ b for channels_last pixel matrices: a (pixels x C) and out with contiguous rows."""
+    if a.dim() != 2 or a.stride(1) != 1 or out.stride(1) != 1 or not _native_dtype_ok(a):
+        _mm_torch(a, b, out)
+        return
+    _native.forward_cl(
+        a.data_ptr(), a.stride(0), out.data_ptr(), out.stride(0),
+        b.data_ptr(), b.stride(0), b.stride(1), 0,
+        a.shape[0], a.shape[1], b.shape[1], 0, torch.get_num_threads(),
+        max(1, int(_NATIVE_CL_PACK_SHARE * min(a.numel(), out.numel()))),  # the op's input: a's or out's size
+    )  # fmt: skip
+
+
+def _grad_weight_native_cl(grad: Tensor, x: Tensor, stride: tuple[int, int], groups: int) -> Tensor:
+    """grad_W for channels_last float32: sums over every kept pixel of the batch, per group. With a
+    stride the kept pixels are gathered block by block (as _grad_weight_gemm does) and each block's
+    sums are added into grad_W by the kernel itself: no scratch, no separate add."""
+    n, k, ho, wo = grad.shape
+    c = x.shape[1]
+    cg, kg = c // groups, k // groups
+    gw = _new_output((k, cg), grad, False)
+    size, threads = grad.element_size(), torch.get_num_threads()
+
+    def add(g_ptr: int, x_ptr: int, x_row: int, pixels: int, accumulate: int) -> None:
+        for g in range(groups):
+            _native.grad_weight_cl(
+                g_ptr + g * kg * size, k,
+                x_ptr + g * cg * size, x_row,
+                gw.data_ptr() + g * kg * cg * size, cg,
+                pixels, kg, cg, accumulate, threads,
+            )  # fmt: skip
+
+    if stride == (1, 1):
+        add(grad.data_ptr(), x.data_ptr(), c, n * ho * wo, 0)
+        return gw
+    gm = _matrix(grad, True)
+    rows, blocks = _blocks(x, n, ho, c * wo)
+    if not blocks:  # an empty batch
+        return gw.zero_()
+    buf = x.new_empty(rows * wo * c)
+    for i, blk in enumerate(blocks):
+        xb = _pack(x, buf, blk, stride, wo, True)  # pixels x C
+        add(_block_rows(gm, blk, ho, wo, True).data_ptr(), xb.data_ptr(), c, xb.shape[0], int(i > 0))
+    return gw
+
+
+def _grad_weight_native(grad: Tensor, x: Tensor, groups: int) -> Tensor:
+    """grad_W for NCHW float32, stride 1, on the direct kernel: each group's sums over images and pixels."""
+    n, k, h, wd = grad.shape
+    c = x.shape[1]
+    cg, kg, p = c // groups, k // groups, h * wd
+    gw = _new_output((k, cg), grad, False)
+    size, threads = grad.element_size(), torch.get_num_threads()
+    for g in range(groups):
+        _native.grad_weight(
+            grad.data_ptr() + g * kg * p * size, k * p, p,
+            x.data_ptr() + g * cg * p * size, c * p, p,
+            gw.data_ptr() + g * kg * cg * size, cg,
+            n, kg, cg, p, 0, threads,
+        )  # fmt: skip
+    return gw
+
+
+def _grad_input_native(
+    grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: int, channels_last: bool
+) -> Tensor:
+    """grad_x for float32 at stride 1 on the direct kernels, straight from the tensors' pointers: per
+    group W_g^T (C/G x K/G) @ dY[n, g] (NCHW) or dY_g (pixels x K/G) @ W_g (channels_last)."""
+    n, k, h, wd = grad.shape
+    c = in_shape[1]
+    cg, kg, p = c // groups, k // groups, h * wd
+    gx = _new_output(in_shape, grad, channels_last)
+    if gx.numel() == 0:
+        return gx
+    size, threads = grad.element_size(), torch.get_num_threads()
+    gp, xp, wp = grad.data_ptr(), gx.data_ptr(), w.data_ptr()
+    rows_of_channels = not channels_last and p == 1  # 1 x 1 images: as channels_last (see _forward_native)
+    turned = not channels_last and not rows_of_channels and _turned_grad_input(n, p, kg)
+    for g in range(groups):
+        wg = wp + g * kg * cg * size  # W_g: K/G x C/G, rows cg apart
+        if turned:  # gx^T = grad^T W_g on the channels_last kernel, channels p apart (see _turned),
+            # image after image: grad's images k * p apart, gx's c * p
+            budget = max(1, int(_NATIVE_CL_PACK_SHARE * n * p * min(kg, cg)))
+            _native.forward_cl(
+                gp + g * kg * p * size, 1, xp + g * cg * p * size, 1, wg, cg, 1, 0,
+                n * p, kg, cg, 0, threads, budget, p, 1, 1, 0, k * p, p, p, c * p,
+            )  # fmt: skip
+        elif channels_last or rows_of_channels:  # W_g's packed copy bounded as in _mm_native_cl
+            budget = max(1, int(_NATIVE_CL_PACK_SHARE * n * p * min(kg, cg)))
+            _native.forward_cl(
+                gp + g * kg * size, k, xp + g * cg * size, c, wg, cg, 1, 0,
+                n * p, kg, cg, 0, threads, budget,
+            )  # fmt: skip
+        else:  # W_g^T[i, j] = w[g*kg + j, i]: element strides (1, cg)
+            _native.forward(
+                gp + g * kg * p * size, k * p, p, xp + g * cg * p * size, c * p, p,
+                wg, 1, cg, 0, n, kg, cg, p, 0, threads, n * cg * p,
+            )  # fmt: skip
+    return gx
+
