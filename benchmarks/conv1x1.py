@@ -28,6 +28,7 @@ pixels the (strided) op needs, the weights, and the output.
 
     python benchmarks/conv1x1.py                        # the whole suite (a few minutes on 2 cores)
     python benchmarks/conv1x1.py --quick                # a small subset
+    python benchmarks/conv1x1.py --overhead             # what the registered op costs a small layer
     python benchmarks/conv1x1.py --shapes 'seed/*' --repeats 9 --out results/conv1x1
 """
 
@@ -543,8 +544,13 @@ def main(argv: list[str] | None = None) -> int:
                              "every output in fresh memory, as the other methods get theirs")
     parser.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX.md")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--overhead", action="store_true",
+                        help="only what the registered op costs a small layer a call (op_overhead.py)")
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.overhead:
+        from op_overhead import main as overhead
+        return overhead(["--repeats", str(max(args.repeats, 9))])
     if args.memory_worker:
         req = json.loads(sys.stdin.read())
         torch.set_num_threads(req["threads"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
@@ -22,3 +24,14 @@ def one_thread_torch_kernels():
     yield
     set_backend(backend)
     torch.set_num_threads(before)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.fixture
+def sigint_ignored():
+    """A preexec_fn that starts a child with SIGINT ignored, as a shell starts a background job:
+    the commands that stop on Ctrl-C must restore the default handler themselves."""
+    return _ignore_sigint

@@ -16,7 +16,7 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 
 
-def _tour(out: Path, *extra: str) -> subprocess.Popen[str]:
+def _tour(out: Path, *extra: str, preexec_fn=None) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-m", "onebyone", "tour", "--quick", "--out", str(out), *extra],
@@ -24,7 +24,16 @@ def _tour(out: Path, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=preexec_fn,
     )
+
+
+def test_a_child_started_so_has_sigint_ignored(sigint_ignored):
+    """The interrupt tests below start their child with SIGINT ignored; this is what it sees."""
+    code = "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          preexec_fn=sigint_ignored, timeout=60)
+    assert proc.stdout.strip() == "True", proc.stderr
 
 
 def test_refuses_a_folder_it_did_not_write(tmp_path):
@@ -40,10 +49,11 @@ def test_refuses_a_folder_it_did_not_write(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupt_then_full_quick_run(tmp_path):
+def test_interrupt_then_full_quick_run(tmp_path, sigint_ignored):
     out = tmp_path / "tour"
-    # 1. Ctrl-C once the first step has finished: a clean stop and a partial report
-    proc = _tour(out)
+    # 1. Ctrl-C once the first step has finished: a clean stop and a partial report, even for a
+    #    tour started with SIGINT ignored
+    proc = _tour(out, preexec_fn=sigint_ignored)
     assert proc.stderr is not None
     seen = ""
     deadline = time.monotonic() + 120

@@ -210,6 +210,33 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path: Path, one_thread: No
     assert _same_weights(tmp_path / "whole" / "checkpoint.safetensors", cut / "checkpoint.safetensors")
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_started_with_sigint_ignored(tmp_path: Path, sigint_ignored) -> None:
+    """As a shell starts a background job: train restores Ctrl-C, stops with exit 130 and one line,
+    and the checkpoint it left resumes to the end."""
+    args = ["train", "--model", "nin_digits", "--subset", "256", "--batch-size", "32", "--epochs", "12",
+            "--seed", "3", "--quiet", "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen([sys.executable, "-m", "onebyone", *args], env=_env(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_ignored)
+    deadline = time.monotonic() + 120
+    try:
+        while _checkpoint_epoch(tmp_path / "run" / "checkpoint.safetensors") < 1:
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    resumed = _cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+
+
 # ------------------------------------------------------------------------- compare
 
 

@@ -314,7 +314,8 @@ def test_missing_data_gets_a_message(browser, page_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_served_page(browser, tmp_path):
+def test_served_page(browser, tmp_path, sigint_ignored):
+    # started with SIGINT ignored, as a shell starts a background job: Ctrl-C must still stop it
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -332,6 +333,7 @@ def test_served_page(browser, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_ignored,
     )
     try:
         url = None

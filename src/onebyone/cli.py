@@ -8,7 +8,9 @@ input exits with code 2 and one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from . import __version__
@@ -23,6 +25,14 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
+
+
+
+def _default_sigint() -> None:
+    """Ctrl-C stops a long command even when it was started with SIGINT ignored, as shells start
+    background jobs (Python then leaves it ignored): the default handler, KeyboardInterrupt, back."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _positive_int(text: str) -> int:
@@ -89,6 +99,9 @@ def _explain_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import explain
+
+    if args.serve:
+        _default_sigint()
 
     if args.port is not None and not args.serve:
         raise UsageError(f"--port {args.port} needs --serve")
@@ -205,6 +218,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
 def _train_run(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
+    _default_sigint()
     config = TrainConfig(
         model=args.model,
         data=args.data,
@@ -498,6 +512,7 @@ def _tour_parser(p: argparse.ArgumentParser) -> None:
 def _tour_run(args: argparse.Namespace) -> int:
     from .tour import run_tour
 
+    _default_sigint()
     result = run_tour(args.out, quick=args.quick, seed=args.seed)
     written = sorted(str(p.relative_to(result.out)) for p in result.out.rglob("*") if p.is_file())
     if result.interrupted:

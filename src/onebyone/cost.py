@@ -385,6 +385,8 @@ _NORM_FUNCS = {"batch_norm": "batch", "layer_norm": "layer", "group_norm": "grou
 
 def _base_name(func: Callable[..., Any]) -> str:
     """``__iadd__`` -> ``add``, ``relu_`` -> ``relu``, ``__rmatmul__`` -> ``rmatmul``."""
+    if isinstance(func, torch._ops.OpOverload):
+        return str(func.name())  # onebyone::conv1x1, the registered op
     name = getattr(func, "__name__", None) or type(func).__name__
     if name.startswith("__") and name.endswith("__"):
         name = name[2:-2]
@@ -407,6 +409,11 @@ def _count_function(name: str, args: Sequence[Any], kwargs: dict[str, Any], inpu
                     y: Tensor) -> _Count | None:
     """The rule for a torch function by its base name; None when there is none."""
     x = inputs[0] if inputs else y
+    if name == "onebyone::conv1x1":  # (x, weight, bias, stride, groups, activation)
+        weight = args[1] if args[1].dim() == 4 else args[1][:, :, None, None]
+        stride, groups = _arg(args, kwargs, 3, "stride", 1), _arg(args, kwargs, 4, "groups", 1)
+        return _count_conv(weight, int(groups), args[0], y, _arg(args, kwargs, 2, "bias") is not None,
+                           False, stride, 0, 1)
     if name in _CONV_FUNCS or name in _CONV_T_FUNCS:
         transposed = name in _CONV_T_FUNCS
         weight = _arg(args, kwargs, 1, "weight")

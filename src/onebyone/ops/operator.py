@@ -1,4 +1,5 @@
-"""conv1x1 itself: argument checks, the autograd function, and the public entry point."""
+"""conv1x1, the public entry point: the registered operator, or its kernels called directly in plain
+eager mode."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import Parameter
 
-from .checks import _check, _is_channels_last
-from .onednn import _onednn_ok
-from .passes import _activation_grad, _backward_on, _contiguous, _forward, _grad_input, _grad_weight, _pass_on
-from .views import _format
+from .checks import _check, _is_channels_last, _pair
+from .library import conv1x1_op
+from .passes import _activation_grad, _contiguous, _forward, backward
 
 
 class _Conv1x1Function(torch.autograd.Function):
@@ -39,26 +40,34 @@ class _Conv1x1Function(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, w, y = ctx.saved_tensors
         stride, groups, activation, has_bias, channels_last, weight_shape = ctx.conf
-        if activation is not None:
-            grad = _activation_grad(grad, y, activation)
-        fmt = _format(channels_last)
-        if not grad.is_contiguous(memory_format=fmt):
-            grad = grad.contiguous(memory_format=fmt)
-        gx = gw = gb = None
+        grad = _activation_grad(grad, y, activation)
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if want_x and want_w:
-            # oneDNN computes both in one call, sharing its reorder of grad: timed against the
-            # best of the passes one by one
-            names = ["torch"] + ["onednn"] * _onednn_ok(x, w, channels_last)
-            gx, gw = _pass_on("backward", _backward_on, names, grad, x, w, stride, groups, channels_last)
-        else:
-            gx = _grad_input(grad, x, w, stride, groups, channels_last) if want_x else None
-            gw = _grad_weight(grad, x, w, stride, groups, channels_last) if want_w else None
+        gx, gw = backward(grad, x, w, stride, groups, channels_last, want_x, want_w)
         if gw is not None and len(weight_shape) == 4:
             gw = gw.reshape(weight_shape)
-        if has_bias and ctx.needs_input_grad[2]:
-            gb = grad.sum(dim=(0, 2, 3))
+        gb = grad.sum(dim=(0, 2, 3)) if has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None, None, None, None, None
+
+
+_PLAIN = (Tensor, Parameter)
+
+
+def _plain_eager(x: Any, weight: Any, bias: Any) -> bool:
+    """True when nothing but eager autograd watches this call: plain tensors (no subclass, no
+    FakeTensor, no fx Proxy), no tracer, no dispatch or function mode, no functorch transform, no
+    autocast, real data. Then the op's kernels run without the dispatcher's round trip (about
+    10 us, what the seed's small layers would otherwise pay twice over)."""
+    return (
+        type(x) in _PLAIN
+        and type(weight) in _PLAIN
+        and (bias is None or type(bias) in _PLAIN)
+        and not x.is_meta
+        and torch._C._get_tracing_state() is None
+        and not torch._C._len_torch_dispatch_stack()
+        and not torch._C._is_torch_function_mode_enabled()
+        and torch._C._functorch.peek_interpreter_stack() is None
+        and not torch._C._is_any_autocast_enabled()
+    )
 
 
 def conv1x1(
@@ -85,12 +94,39 @@ def conv1x1(
     Returns:
         N x K x ceil(H/stride) x ceil(W/stride), in the input's memory format.
 
+    The op is registered with PyTorch as ``torch.ops.onebyone.conv1x1`` (see ops/library.py), so
+    that ``torch.compile``, ``torch.export``, ``torch.jit.trace``, FakeTensor, autocast and
+    ``torch.onnx.export`` see one operator; in plain eager mode this function runs the op's
+    kernels itself, without the dispatcher's round trip.
+
     Raises:
         TypeError: a non-tensor, an integer or complex dtype, mixed dtypes.
         ValueError: wrong number of dimensions, a kernel that is not 1x1, channels that
             do not match the weight, groups that do not divide the channels, stride < 1,
             tensors on different devices, an unknown activation.
     """
+    if torch.compiler.is_compiling():  # the op, checked by its fake kernel
+        return conv1x1_op(x, weight, bias, _pair(stride, "stride"), groups, activation)
+    if _plain_eager(x, weight, bias):
+        return _eager(x, weight, bias, stride, groups, activation)
+    tensors = isinstance(x, Tensor) and isinstance(weight, Tensor)
+    tensors = tensors and (bias is None or isinstance(bias, Tensor))
+    if not tensors and not isinstance(x, torch.fx.Proxy):
+        _check(x, weight, bias, stride, groups, activation)  # the TypeError the schema would hide
+    y: Tensor = conv1x1_op(x, weight, bias, _pair(stride, "stride"), groups, activation)
+    return y
+
+
+def _eager(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: int | tuple[int, int],
+    groups: int,
+    activation: str | None,
+) -> Tensor:
+    """The op's kernels and a lean autograd function, called directly (benchmarks/conv1x1.py
+    --overhead times this against conv1x1 itself)."""
     x, w, bias, stride_pair, groups, activation = _check(x, weight, bias, stride, groups, activation)
     channels_last = _is_channels_last(x)
     needs_grad = torch.is_grad_enabled() and (

@@ -196,3 +196,27 @@ def _backward_on(
         _grad_weight(grad, x, w, stride, groups, channels_last),
     )
 
+
+
+def backward(
+    grad: Tensor,
+    x: Tensor,
+    w: Tensor,
+    stride: tuple[int, int],
+    groups: int,
+    channels_last: bool,
+    want_x: bool,
+    want_w: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """grad_x and grad_W (K x C/g) of packed x and w, each only if wanted."""
+    fmt = _format(channels_last)
+    if not grad.is_contiguous(memory_format=fmt):
+        grad = grad.contiguous(memory_format=fmt)
+    if want_x and want_w:
+        # oneDNN computes both in one call, sharing its reorder of grad: timed against the best of
+        # the passes one by one
+        names = ["torch"] + ["onednn"] * _onednn_ok(x, w, channels_last)
+        return _pass_on("backward", _backward_on, names, grad, x, w, stride, groups, channels_last)
+    gx = _grad_input(grad, x, w, stride, groups, channels_last) if want_x else None
+    gw = _grad_weight(grad, x, w, stride, groups, channels_last) if want_w else None
+    return gx, gw
