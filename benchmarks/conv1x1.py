@@ -92,15 +92,16 @@ class Shape:
         return (self.n * self.c * ho * wo * elt, self.k * (self.c // self.groups) * elt,
                 self.n * self.k * ho * wo * elt)
 
-    def roofline(self, mode: str, elt: int, limits: Peaks) -> float:
-        flops = 2 * self.macs()
+    def roofline(self, mode: str, dtype: torch.dtype, limits: Peaks) -> float:
+        """The least time at the GEMM peak of dtype and the memory bandwidth."""
+        flops, elt = 2 * self.macs(), torch.empty(0, dtype=dtype).element_size()
         x, w, y = self.gemm_bytes(elt)
         full_x = self.n * self.c * self.h * self.w * elt
-        fwd = roofline_seconds(flops, x + w + y, limits)
+        fwd = roofline_seconds(flops, x + w + y, limits, dtype)
         if mode == "forward":
             return fwd
-        grad_x = roofline_seconds(flops, y + w + full_x, limits)  # reads dY, W; writes dX (all of it)
-        grad_w = roofline_seconds(flops, y + x + w, limits)  # reads dY, X; writes dW
+        grad_x = roofline_seconds(flops, y + w + full_x, limits, dtype)  # reads dY, W; writes dX (all of it)
+        grad_w = roofline_seconds(flops, y + x + w, limits, dtype)  # reads dY, X; writes dW
         return fwd + grad_x + grad_w
 
     def flops(self, mode: str) -> int:
@@ -224,13 +225,16 @@ METHODS: dict[str, list[tuple[str, Callable[[Case], Tensor | None]]]] = {
 }
 
 
+DTYPE = torch.float32  # what the suite runs in (--dtype)
+
+
 def make_case(shape: Shape, layout: str, bias: bool, activation: str | None, seed: int = 0) -> Case:
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape.n, shape.c, shape.h, shape.w, generator=gen)
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, generator=gen).to(DTYPE)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
-    w4 = torch.randn(shape.k, shape.c // shape.groups, 1, 1, generator=gen) / math.sqrt(shape.c)
-    b = torch.randn(shape.k, generator=gen) if bias else None
+    w4 = (torch.randn(shape.k, shape.c // shape.groups, 1, 1, generator=gen) / math.sqrt(shape.c)).to(DTYPE)
+    b = torch.randn(shape.k, generator=gen).to(DTYPE) if bias else None
     return Case(shape, x, w4, b, activation)
 
 
@@ -346,7 +350,7 @@ def measure_memory(shapes: list[Shape], bias: bool, activation: str | None,
     env["MALLOC_TRIM_THRESHOLD_"] = str(64 * 1024)
     env["MALLOC_TOP_PAD_"] = "0"  # the heap grows by what is asked for, not by 128 KiB at a time
     request = json.dumps({"shapes": [asdict(s) for s in shapes], "bias": bias, "activation": activation,
-                          "threads": threads})
+                          "threads": threads, "dtype": str(DTYPE).removeprefix("torch.")})
     proc = subprocess.run([sys.executable, __file__, "--memory-worker"], input=request, capture_output=True,
                           text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -453,20 +457,21 @@ def _script_name() -> str:
     return here.relative_to(here.parent.parent).as_posix()
 
 
-def libraries(shape: Shape, mode: str) -> str:
-    """The libraries conv1x1 ran this channels_last shape on, as they stood after its timing (the
-    first call's choice per pass, or what replaced it after page faults in the loop): the forward,
-    then grad_input / grad_weight, or the single oneDNN backward that computes both."""
-    like = torch.empty(0)  # float32, as the suite runs
-    shape_key = (shape.n, shape.c, shape.h, shape.w, shape.k, (shape.stride, shape.stride), shape.groups)
+def libraries(shape: Shape, mode: str, layout: str) -> str:
+    """The libraries conv1x1 chose for this shape: the forward, then grad_input / grad_weight, or
+    the single oneDNN backward that computes both."""
+    stride = (shape.stride, shape.stride)
 
     def chosen(pass_: str) -> str | None:
-        return ops.chosen_backends().get(ops.choice._choice_key(pass_, like, True, *shape_key))
+        key = ops.choice.choice_key(pass_, layout == "channels_last", (shape.n, shape.c, shape.h, shape.w),
+                                    shape.k, stride, shape.groups, DTYPE)
+        return ops.chosen_backends().get(key)
 
     forward = chosen("forward") or "torch"  # not timed: PyTorch's BLAS was the only candidate
     if mode == "forward":
         return forward
-    if chosen("backward") == "onednn":
+    both = (chosen("grad_input"), chosen("grad_weight")) == ("onednn", "onednn")
+    if chosen("backward") == "onednn" or both:
         return f"{forward} / onednn (both)"
     return " / ".join([forward, chosen("grad_input") or "torch", chosen("grad_weight") or "torch"])
 
@@ -490,7 +495,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bar.set_postfix_str(f"{shape.name} {mode}")
             timed = time_shape(shape, mode, args.repeats, args.bias, args.activation,
                                args.min_sample_ms / 1e3)
-            roof = shape.roofline(mode, 4, limits)
+            roof = shape.roofline(mode, DTYPE, limits)
             for layout in LAYOUTS:
                 ms = {k: None if v is None else v * 1e3 for k, v in timed[layout].items()}
                 ours = ms["conv1x1"]
@@ -501,8 +506,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "stride": shape.stride, "groups": shape.groups, "mode": mode, "layout": layout,
                     "ms": ms, "gflops": shape.flops(mode) / (ours / 1e3) / 1e9,
                     "roofline_ms": roof * 1e3, "roofline_fraction": roof / (ours / 1e3),
-                    "vs_best_peer": best / ours, "input_bytes": shape.n * shape.c * shape.h * shape.w * 4,
-                    "conv1x1_on": libraries(shape, mode) if layout == "channels_last" else None,
+                    "vs_best_peer": best / ours,
+                    "input_bytes": shape.n * shape.c * shape.h * shape.w * DTYPE.itemsize,
+                    "conv1x1_on": libraries(shape, mode, layout),
                 })
             bar.update()
     bar.close()
@@ -517,7 +523,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "statistic": f"median of {args.repeats} interleaved rounds after a warm-up, "
                      f"each sample >= {args.min_sample_ms:g} ms of back-to-back calls",
         "output_pool_bytes": ops.pool._pool.max_bytes,
-        "dtype": "float32", "bias": args.bias, "activation": args.activation,
+        "dtype": str(DTYPE).removeprefix("torch."), "bias": args.bias,
+        "over_roofline": sorted({f"{r['shape']} {r['mode']} {r['layout']}" for r in rows
+                                 if r["roofline_fraction"] > 1.0}), "activation": args.activation,
         "results": rows, "summary": summarise(rows), "memory": memory,
         "memory_method": "VmHWM - VmRSS around one forward call in a subprocess, minus the output's bytes, "
         "least of 3",
@@ -525,6 +533,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DTYPE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small subset: " + ", ".join(QUICK))
     parser.add_argument("--shapes", nargs="+", metavar="GLOB",
@@ -536,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bias", action="store_true", help="every method adds a bias")
     parser.add_argument("--activation", choices=["relu", "relu6"], help="every method applies it")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads before timing")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="the suite's dtype (default float32); the roofline takes that dtype's GEMM peak")
     parser.add_argument("--measure-peaks", action="store_true",
                         help="measure the GEMM peak and bandwidth again instead of using the cached figures")
     parser.add_argument("--no-memory", action="store_true", help="skip the extra-memory measurement")
@@ -554,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_worker:
         req = json.loads(sys.stdin.read())
         torch.set_num_threads(req["threads"])
+        DTYPE = getattr(torch, req["dtype"])
         shapes = [Shape(**s) for s in req["shapes"]]
         print(json.dumps(memory_worker(shapes, req["bias"], req["activation"])))
         return 0
@@ -564,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    DTYPE = getattr(torch, args.dtype)
     if args.no_pool:
         ops.set_output_pool(0)
     report = run(args)
@@ -575,13 +588,17 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"Machine: {machine['cpu']} ({machine['cores']} cores, {machine['threads']} torch threads), "
               f"torch {machine['torch']}, NumPy {machine['numpy']}, Python {machine['python']}; "
               f"load average at the end {', '.join(f'{v:.2f}' for v in machine['load_average'])}.\n"
-              f"Roofline: {pk['gemm_gflops']} GFLOP/s GEMM ({pk.get('gemm_by', 'torch.mm')}), "
+              f"Roofline ({report['dtype']}): {pk['gemm_gflops']} GFLOP/s float32 GEMM "
+              f"({pk.get('gemm_by', 'torch.mm')}), {pk.get('gemm_gflops_bf16')} GFLOP/s bfloat16 "
+              f"({pk.get('gemm_bf16_by') or '-'}), "
               f"{pk['bandwidth_gbs']} GB/s memory "
               f"(onebyone.machine.peaks(), measured {pk['measured_at']}).\n"
               f"conv1x1's pool of freed outputs: {pool}.\n"
               f"Command: `{report['command']}`; {report['statistic']}; {report['date']}.\n")
     print(header)
     print(text)
+    if report["over_roofline"]:  # a peak that is not one
+        print(f"OVER THE ROOFLINE (the measured peak is wrong): {', '.join(report['over_roofline'])}")
     if args.out:
         prefix = Path(args.out)
         prefix.parent.mkdir(parents=True, exist_ok=True)

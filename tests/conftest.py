@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
 import torch
 
 from onebyone.ops import set_backend
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cache_folder(tmp_path_factory):
+    """The tests' own cache folder (conv1x1's measured choices, the machine's peaks), inherited by
+    every command they start: nothing read from or written to the user's."""
+    from onebyone.ops import clear_choices
+
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    clear_choices()
+    yield
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -406,7 +404,7 @@ def test_cuda_matches_cpu(layout):
 # ---------------------------------------------------------------------------- backends
 
 
-@pytest.fixture(params=["rule", "torch", "numpy", "onednn", "native"])
+@pytest.fixture(params=["fixed", "torch", "numpy", "onednn", "native"])
 def backend(request):
     before = ops.set_backend(request.param)
     yield request.param
@@ -454,7 +452,7 @@ def test_every_backend_is_right(backend, n, c, k, h, w, stride, groups, layout, 
     torch.testing.assert_close(again, y.detach())
 
 
-@pytest.mark.parametrize("backend", ["rule", "torch", "numpy", "onednn", "native"])
+@pytest.mark.parametrize("backend", ["fixed", "torch", "numpy", "onednn", "native"])
 def test_every_backend_passes_gradcheck(backend):
     before = ops.set_backend(backend)
     try:
@@ -468,26 +466,6 @@ def test_every_backend_passes_gradcheck(backend):
                 lambda x, w, b: conv1x1(x, w, b, stride=stride, groups=groups, activation="relu"),  # noqa: B023
                 (x, w, b),
             )
-    finally:
-        ops.set_backend(before)
-
-
-def test_auto_times_the_candidates_once_and_remembers():
-    before = ops.set_backend("auto")
-    try:
-        x = torch.randn(2, 64, 6, 6).contiguous(memory_format=torch.channels_last)
-        w = torch.randn(2, 64, 1, 1)
-        conv1x1(x, w)
-        chosen = ops.chosen_backends()
-        assert len(chosen) == 1
-        ((key, name),) = chosen.items()
-        assert key[0] == "forward" and name in ("torch", "onednn", "native")
-        conv1x1(x, w)  # the same shape again: nothing new to time
-        assert ops.chosen_backends() == chosen
-        conv1x1(torch.randn(3, 64, 6, 6).contiguous(memory_format=torch.channels_last), w)  # another shape
-        assert len(ops.chosen_backends()) == 2
-        conv1x1(x.contiguous(), w)  # NCHW has one candidate, PyTorch's BLAS: nothing to choose
-        assert len(ops.chosen_backends()) == 2
     finally:
         ops.set_backend(before)
 
@@ -524,6 +502,15 @@ def native():
     before = ops.set_backend("native")
     yield
     ops.set_backend(before)
+
+
+@pytest.fixture
+def native_turned(native, monkeypatch):
+    """The native kernels, NCHW images turned around (y^T = x^T W^T on the channels_last kernel)
+    wherever that form is a candidate."""
+    real = ops.choice._untimed
+    monkeypatch.setattr(ops.choice, "_untimed", lambda names: "native_turned" if "native_turned" in names
+                        else real(names))
 
 
 @needs_native
@@ -625,21 +612,19 @@ def test_native_strided_channels_last_gradients_over_many_blocks(native, n, c, k
     [(70, 40, 13, 11, 1, 1), (64, 100, 20, 18, 2, 1), (30, 36, 17, 23, (2, 3), 3), (40, 33, 9, 9, (3, 1), 1)],
 )
 @pytest.mark.parametrize("activation", [None, "relu"])
-def test_native_forward_of_one_nchw_image_turned_around(native, c, k, h, w, stride, groups, activation):
+def test_native_forward_of_one_nchw_image_turned_around(native_turned, c, k, h, w, stride, groups,
+                                                        activation):
     # one NCHW image runs y^T = x^T W^T on the channels_last kernel: 7 x 7 to 27 x 27 at stride 1,
     # any size with a stride (the kept pixels read where they lie, rows stride[0] * w apart)
-    sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    assert ops.native._turned(1, -(-h // sh) * -(-w // sw), (sh, sw), c // groups, k // groups)
     _check_native_case(1, c, k, h, w, activation, "nchw", stride=stride, groups=groups)
 
 
 @needs_native
 @pytest.mark.parametrize(("n", "c", "k", "h", "w", "groups"), [(5, 70, 40, 7, 9, 1), (3, 96, 60, 13, 13, 2)])
 @pytest.mark.parametrize("activation", [None, "relu6"])
-def test_native_forward_of_nchw_batches_turned_around(native, n, c, k, h, w, groups, activation):
+def test_native_forward_of_nchw_batches_turned_around(native_turned, n, c, k, h, w, groups, activation):
     # batches of small images run turned too: the kernel steps from image to image (x's images
     # c*h*w apart, y's k*h*w apart), a micro-tile never crossing one
-    assert ops.native._turned(n, h * w, (1, 1), c // groups, k // groups)
     _check_native_case(n, c, k, h, w, activation, "nchw", groups=groups)
 
 
@@ -650,11 +635,10 @@ def test_native_forward_of_nchw_batches_turned_around(native, n, c, k, h, w, gro
      (33, 17, 50, 6, 6, 1)],
 )
 @pytest.mark.parametrize("activation", [None, "relu"])
-def test_tiny_nchw_images_turned_around_forward_and_grad_input(native, n, c, k, h, w, groups, activation):
+def test_tiny_nchw_images_turned_around_forward_and_grad_input(native_turned, n, c, k, h, w, groups,
+                                                               activation):
     # images under 7 x 7 (NiN's 2 x 2 and 4 x 4 maps) go turned, single or in batches, forward and
     # grad_input, image after image; a micro-tile never crosses one (2 to 36 pixels here)
-    assert ops.native._turned(n, h * w, (1, 1), c // groups, k // groups)
-    assert ops.native._turned_grad_input(n, h * w, k // groups)
     _check_native_case(n, c, k, h, w, activation, "nchw", groups=groups)
 
 
@@ -764,132 +748,6 @@ def test_native_runs_on_views_with_offsets(native, layout):
     assert (big[0] == 123.0).all()
 
 
-@pytest.fixture
-def native_forward_calls(monkeypatch):
-    """The calls that reach the native kernels' forward entries (the NCHW kernel, "forward", and
-    the channels_last one, "forward_cl"), recorded by name; the backend restored afterwards."""
-    before = ops.set_backend("auto")
-    calls: list[str] = []
-    for name in ("forward", "forward_cl"):
-        real = getattr(ops.native._native, name)
-        record = lambda *a, name=name, real=real: calls.append(name) or real(*a)  # noqa: E731
-        monkeypatch.setattr(ops.native._native, name, record)
-    yield calls
-    ops.set_backend(before)
-
-
-@needs_native
-def test_auto_uses_native_where_the_rule_says(native_forward_calls, monkeypatch):
-    """NCHW float32 under "auto", where BLAS keeps up with the native kernels (as on Zen 4): the
-    seed's shape (few channels, many pixels) on the NCHW kernel, 7 x 7 images (wide, few pixels)
-    turned around on the channels_last kernel, 28 x 28 images over 1024 channels in a batch on MKL,
-    float64 on MKL."""
-    monkeypatch.setattr(ops.choice, "_blas_behind", False)
-    calls = native_forward_calls
-    x = torch.randn(1, 50, 60, 60)
-    conv1x1(x, torch.randn(20, 50, 1, 1))
-    assert calls == ["forward"]
-    conv1x1(torch.randn(1, 1024, 7, 7), torch.randn(512, 1024, 1, 1))
-    assert calls == ["forward", "forward_cl"]
-    conv1x1(torch.randn(8 * torch.get_num_threads(), 1024, 7, 7), torch.randn(64, 1024, 1, 1))
-    assert calls == ["forward", "forward_cl", "forward_cl"]
-    conv1x1(torch.randn(2, 1024, 28, 28), torch.randn(256, 1024, 1, 1))
-    conv1x1(x.double(), torch.randn(20, 50, 1, 1, dtype=torch.float64))
-    assert calls == ["forward", "forward_cl", "forward_cl"]
-
-
-@needs_native
-def test_every_float32_pass_native_where_blas_is_far_behind(native_forward_calls, monkeypatch):
-    """Where BLAS is far behind the native kernels (MKL's AVX2 code on a Zen 5 core), the passes the
-    rule leaves to BLAS run native too, and compute the same; float64 still goes to BLAS."""
-    monkeypatch.setattr(ops.choice, "_blas_behind", True)
-    calls = native_forward_calls
-    x = torch.randn(2, 1024, 28, 28, requires_grad=True)  # the rule's forward: MKL
-    w = torch.randn(256, 1024, 1, 1, requires_grad=True)
-    assert not ops.choice._native_by_rule("forward", x, 1024, 256)
-    y = conv1x1(x, w)
-    assert calls == ["forward"]
-    g = torch.randn_like(y)
-    y.backward(g)
-    x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
-    F.conv2d(x2, w2).backward(g)
-    torch.testing.assert_close(y, F.conv2d(x2, w2), atol=1e-3, rtol=1e-4)
-    torch.testing.assert_close(x.grad, x2.grad, atol=1e-3, rtol=1e-4)
-    torch.testing.assert_close(w.grad, w2.grad, atol=1e-2, rtol=1e-4)
-    conv1x1(x.detach().double(), w.detach().double())
-    assert calls == ["forward", "forward"]  # grad_input's kernel once; nothing for float64
-
-
-@needs_native
-@pytest.mark.parametrize("behind", [False, True])
-def test_rule_on_channels_last_goes_native_only_where_blas_is_far_behind(native_forward_calls, monkeypatch,
-                                                                          behind):
-    monkeypatch.setattr(ops.choice, "_blas_behind", behind)
-    ops.set_backend("rule")
-    x = _layout(torch.randn(2, 64, 9, 9), "channels_last").requires_grad_()
-    w = torch.randn(96, 64, 1, 1, requires_grad=True)
-    y = conv1x1(x, w)
-    y.backward(torch.ones_like(y))
-    # forward and grad_input on the channels_last kernel, or neither
-    assert native_forward_calls == ["forward_cl"] * 2 * behind
-    x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
-    F.conv2d(x2, w2).backward(torch.ones_like(y))
-    torch.testing.assert_close(y, F.conv2d(x2, w2), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(w.grad, w2.grad, atol=1e-3, rtol=1e-4)
-    assert ops.chosen_backends() == {}
-
-
-@needs_native
-@pytest.mark.parametrize("behind", [False, True])
-def test_timing_leaves_blas_out_where_it_is_far_behind(monkeypatch, behind):
-    # PyTorch's BLAS made to look fastest: it wins the timing, unless BLAS is known to be far behind
-    monkeypatch.setattr(ops.choice, "_blas_behind", behind)
-    before = ops.set_backend("auto")
-    real = ops.passes._forward_on
-    x = _layout(torch.randn(2, 32, 9, 9), "channels_last")
-    w = torch.randn(48, 32, 1, 1)
-    done = F.conv2d(x, w)
-    monkeypatch.setattr(ops.passes, "_forward_on",
-                        lambda name, *a: done if name == "torch" else real(name, *a))
-    try:
-        torch.testing.assert_close(conv1x1(x, w), done, atol=1e-4, rtol=1e-4)
-        (chosen,) = ops.chosen_backends().values()
-        assert (chosen == "torch") is not behind
-    finally:
-        ops.set_backend(before)
-
-
-@needs_native
-def test_blas_lead_is_timed_once(monkeypatch):
-    ops.choice._blas_behind = None
-    first = ops.choice._blas_far_behind()
-    assert isinstance(first, bool) and ops.choice._blas_behind is first
-
-    def timed_again(*args: object) -> None:
-        raise AssertionError("timed a second time")
-
-    monkeypatch.setattr(ops.choice, "_forward_native", timed_again)
-    assert ops.choice._blas_far_behind() is first  # remembered: no second timing
-
-
-@needs_native
-def test_rule_picks_by_shape_alone_and_times_nothing(native_forward_calls):
-    """The "rule" backend: NCHW on the measured rule (native here), channels_last on BLAS (or native
-    where BLAS is far behind: the test above), untimed."""
-    calls = native_forward_calls
-    ops.set_backend("rule")
-    x = torch.randn(2, 50, 30, 30, requires_grad=True)
-    w = torch.randn(20, 50, 1, 1, requires_grad=True)
-    conv1x1(x, w).sum().backward()
-    assert len(calls) >= 1  # the seed's channels over many pixels: native, as under "auto"
-    xc = _layout(torch.randn(2, 64, 9, 9), "channels_last").requires_grad_()
-    wc = torch.randn(96, 64, 1, 1, requires_grad=True)
-    y = conv1x1(xc, wc)
-    y.sum().backward()
-    torch.testing.assert_close(y, F.conv2d(xc, wc), atol=1e-4, rtol=1e-4)
-    assert ops.chosen_backends() == {}  # nothing timed, so nothing chosen
-
-
 @needs_native
 @pytest.mark.parametrize(
     ("n", "c", "k", "p"),
@@ -945,11 +803,11 @@ def test_native_channels_last_grad_weight_added_or_not(c, k, p, accumulate):
 @pytest.fixture
 def fresh_pool():
     """A pool with its default cap and no freed blocks, whatever the tests before left in it; on
-    the untimed "rule" backend, so that no timing run frees outputs of its own in between."""
+    the untimed "fixed" backend, so that no timing run frees outputs of its own in between."""
     import gc
 
     gc.collect()  # tensors in reference cycles left by earlier tests: freed now, not mid-test
-    backend = ops.set_backend("rule")
+    backend = ops.set_backend("fixed")
     before = ops.set_output_pool(0)  # gives back every freed block
     ops.set_output_pool(before)
     yield ops.pool._pool
@@ -1096,86 +954,3 @@ def test_the_pool_tells_its_blocks_from_mallocs(fresh_pool):
     address = y.untyped_storage().data_ptr()
     del y  # the block goes back: its address is free for anyone
     assert address not in fresh_pool._lent
-
-
-@pytest.fixture
-def timed_choices():
-    before = ops.set_backend("auto")
-    yield
-    ops.set_backend(before)
-
-
-@pytest.mark.parametrize(("price", "winner"), [(0.0, "onednn"), (1e-6, "torch")])
-def test_the_timing_charges_results_in_fresh_pages(fresh_pool, timed_choices, monkeypatch, price, winner):
-    # a loop pays the page faults of a result malloc maps afresh (over 32 MiB) on every call; the
-    # first-call timing charges them at the machine's measured price (here set: 1 us a byte makes
-    # them dwarf the pooled candidate's 2 ms)
-    monkeypatch.setattr(ops.choice, "_fault_price", price)
-    shape = (1, 9, 1 << 10, 1 << 10)  # 36 MiB of float32
-
-    def pooled() -> torch.Tensor:
-        time.sleep(2e-3)
-        return ops.pool._new_output(shape, torch.empty(0), False)
-
-    candidates = {"torch": pooled, "onednn": lambda: torch.empty(shape)}
-    key = ("test-fresh-pages", price)
-    try:
-        ops.choice._fastest(key, candidates)
-        assert ops.chosen_backends()[key] == winner
-    finally:
-        ops.choice._choices.pop(key, None)
-
-
-def test_the_fault_price_is_measured(monkeypatch):
-    monkeypatch.setattr(ops.choice, "_fault_price", None)
-    price = ops.choice._fault_seconds_per_byte()
-    assert 0 <= price < 1e-6 and ops.choice._fault_price == price  # under 4 ms a page; then kept
-
-
-@pytest.mark.parametrize(("price", "winner"), [(0.0, "onednn"), (1e-6, "torch")])
-def test_a_choice_paying_page_faults_gives_way(fresh_pool, timed_choices, monkeypatch, price, winner):
-    # "onednn" returns 4 MiB in a fresh mapping each call (as malloc may): faster when timed, but its
-    # page faults are counted call by call and, at 1 us a byte, cost more than its lead
-    import mmap
-
-    monkeypatch.setattr(ops.choice, "_fault_price", price)
-
-    def pooled() -> torch.Tensor:
-        time.sleep(20e-3)
-        return ops.pool._new_output((1, 1 << 20), torch.empty(0), False)
-
-    def fresh() -> torch.Tensor:
-        t = torch.frombuffer(mmap.mmap(-1, 4 << 20), dtype=torch.float32)
-        return t.fill_(1.0)  # every page faults in
-
-    candidates = {"torch": pooled, "onednn": fresh}
-    key = ("test-watch", price)
-    try:
-        ops.choice._fastest(key, candidates)
-        assert ops.chosen_backends()[key] == "onednn" and key in ops.choice._watched
-        for _ in range(ops.choice._WATCH_CALLS):
-            ops.choice._fastest(key, candidates)
-        assert ops.chosen_backends()[key] == winner
-        assert (key in ops.choice._watched) == (winner == "onednn")  # watched for as long as it is the choice
-    finally:
-        ops.choice._choices.pop(key, None)
-        ops.choice._watched.pop(key, None)
-
-
-@pytest.mark.skipif(not ops.onednn._HAS_ONEDNN, reason="oneDNN is not in this PyTorch build")
-def test_watched_channels_last_passes_stay_right(fresh_pool, timed_choices):
-    # whatever the watch decides, each pass on its (possibly new) library computes the same values
-    gen = torch.Generator().manual_seed(9)
-    x = torch.randn(8, 64, 24, 24, generator=gen).contiguous(memory_format=torch.channels_last)
-    w = (torch.randn(64, 64, 1, 1, generator=gen) / 8).requires_grad_(True)
-    x.requires_grad_(True)
-    want = F.conv2d(x, w)
-    g = torch.randn(want.shape, generator=gen).contiguous(memory_format=torch.channels_last)
-    want_x, want_w = torch.autograd.grad(want, (x, w), g)
-    for _ in range(ops.choice._WATCH_CALLS + 2):
-        x.grad = w.grad = None
-        y = conv1x1(x, w)
-        y.backward(g)
-        torch.testing.assert_close(y, want, atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(x.grad, want_x, atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(w.grad, want_w, atol=1e-3, rtol=1e-4)

@@ -1,12 +1,12 @@
 """The machine's limits: GEMM peak and memory bandwidth, measured once and cached.
 
-A roofline needs two numbers: how fast the machine multiplies matrices (FLOP/s) and
-how fast it moves bytes to and from memory (bytes/s). Both are measured on the device
-that will run the work and kept in a small JSON cache (``$XDG_CACHE_HOME/onebyone/machine.json``,
-or ``~/.cache/...``) keyed by the processor (its name and, on x86, its family, model and
-stepping: virtual machines often report one generic name for several generations), the
-PyTorch version and the thread count, so that every tool in onebyone quotes the same
-figures without measuring again.
+A roofline needs two numbers (three with bfloat16, whose GEMM has its own peak): how fast the
+machine multiplies matrices (FLOP/s) and how fast it moves bytes to and from memory (bytes/s). Both
+are measured on the device that will run the work and kept in a small JSON cache
+(``$XDG_CACHE_HOME/onebyone/machine.json``, or ``~/.cache/...``) keyed by the processor (its name
+and, on x86, its family, model and stepping: virtual machines often report one generic name for
+several generations), the PyTorch version and the thread count, so that every tool in onebyone
+quotes the same figures without measuring again.
 
 The GEMM peak is the fastest of the float32 products at hand, not PyTorch's alone: on the
 CPU, ``torch.mm`` (MKL), oneDNN's kernel (a large 1x1 convolution, channels_last) and
@@ -51,6 +51,15 @@ class Peaks:
     torch_version: str
     measured_at: str  # ISO time
     gemm_by: str = "torch.mm"  # which product set gemm_gflops (see the module's docstring)
+    gemm_gflops_bf16: float | None = None  # the fastest bfloat16 GEMM (AMX through oneDNN where present)
+    gemm_bf16_by: str = ""
+
+    def gemm_gflops_for(self, dtype: torch.dtype = torch.float32) -> float:
+        """The GEMM peak of the tensors' dtype: bfloat16 and float16 have their own (float32's
+        where the bfloat16 one was not measured)."""
+        if dtype in (torch.bfloat16, torch.float16) and self.gemm_gflops_bf16:
+            return self.gemm_gflops_bf16
+        return self.gemm_gflops
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -94,7 +103,7 @@ def _cpu_model() -> str:
 def _key(device: torch.device) -> str:
     model = _cpu_model() if device.type == "cpu" else ""
     name = _device_name(device) + (f" ({model})" if model else "")
-    return f"{device}|{name}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    return f"{device}|{name}|torch {torch.__version__}|{torch.get_num_threads()} threads|v2"
 
 
 def _sync(device: torch.device) -> None:
@@ -151,9 +160,42 @@ def _measure_cpu_kernels(repeats: int) -> dict[str, float]:
     return {name: flops / _best_seconds(run, cpu, 2 * repeats, warmups=3) / 1e9 for name, run in runs.items()}
 
 
+def _measure_gemm_bf16(repeats: int) -> tuple[float | None, str]:
+    """The fastest bfloat16 GEMM rate on the CPU: torch.mm and oneDNN's 1x1 convolution (which
+    runs on AMX tiles where the processor has them), as _measure_cpu_kernels."""
+    rates: dict[str, float] = {}
+    cpu = torch.device("cpu")
+    n = 2048
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    c = torch.empty(n, n, dtype=torch.bfloat16)
+    rates["torch.mm"] = 2 * n**3 / _best_seconds(functools.partial(torch.mm, a, b, out=c), cpu, repeats) / 1e9
+    if torch.backends.mkldnn.is_available():
+        pixels, ch, k = 16384, 1024, 1024
+        x = torch.randn(1, ch, 128, pixels // 128, dtype=torch.bfloat16).contiguous(
+            memory_format=torch.channels_last)
+        w = torch.randn(k, ch, 1, 1, dtype=torch.bfloat16)
+        sec = _best_seconds(functools.partial(torch.nn.functional.conv2d, x, w), cpu, 2 * repeats, warmups=3)
+        rates["oneDNN"] = 2 * pixels * ch * k / sec / 1e9
+    by = max(rates, key=rates.__getitem__)
+    return rates[by], by
+
+
+def _last_level_cache_bytes() -> int:
+    """The largest CPU cache (sysfs), 0 where it is not known."""
+    sizes = [0]
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        with contextlib.suppress(OSError, ValueError):
+            text = path.read_text().strip().upper()
+            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KMG")) * scale)
+    return max(sizes)
+
+
 def _measure_bandwidth(device: torch.device, repeats: int) -> float:
-    # large enough to defeat the caches: 64 Mi floats = 256 MiB per buffer
-    numel = 64 * 2**20
+    # a read+write stream well beyond the last-level cache: at least 256 MiB a buffer and 4 times
+    # the largest cache (a 300 MiB L3 held a 256 MiB copy and measured the cache, not the memory)
+    llc = _last_level_cache_bytes() if device.type == "cpu" else 0
+    numel = max(64 * 2**20, 4 * llc // 4)
     src = torch.ones(numel, device=device)
     dst = torch.empty(numel, device=device)
     sec = _best_seconds(lambda: dst.copy_(src), device, repeats)  # a peak, as the GEMM's
@@ -191,6 +233,7 @@ def peaks(device: str | torch.device = "cpu", *, refresh: bool = False, repeats:
             pass  # an older cache layout: measure again
     with torch.no_grad():
         gemm, gemm_by = _measure_gemm(dev, repeats)
+        bf16, bf16_by = _measure_gemm_bf16(repeats) if dev.type == "cpu" else (None, "")
         result = Peaks(
             gemm_gflops=round(gemm, 2),
             bandwidth_gbs=round(_measure_bandwidth(dev, repeats), 2),
@@ -200,14 +243,19 @@ def peaks(device: str | torch.device = "cpu", *, refresh: bool = False, repeats:
             torch_version=torch.__version__,
             measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             gemm_by=gemm_by,
+            gemm_gflops_bf16=None if bf16 is None else round(bf16, 2),
+            gemm_bf16_by=bf16_by,
         )
     cache[key] = result.to_dict()
     _write_cache(cache)
     return result
 
 
-def roofline_seconds(flops: float, bytes_moved: float, limits: Peaks) -> float:
-    """The least time the work can take: compute-bound or memory-bound, whichever is slower."""
+def roofline_seconds(
+    flops: float, bytes_moved: float, limits: Peaks, dtype: torch.dtype = torch.float32
+) -> float:
+    """The least time the work can take: compute-bound (at the GEMM peak of ``dtype``) or
+    memory-bound, whichever is slower."""
     if flops < 0 or bytes_moved < 0:
         raise ValueError(f"flops and bytes must be >= 0, got flops={flops}, bytes={bytes_moved}")
-    return max(flops / (limits.gemm_gflops * 1e9), bytes_moved / (limits.bandwidth_gbs * 1e9))
+    return max(flops / (limits.gemm_gflops_for(dtype) * 1e9), bytes_moved / (limits.bandwidth_gbs * 1e9))

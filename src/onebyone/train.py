@@ -43,7 +43,8 @@ from ._files import atomic_write
 from .data import Dataset, load_dataset
 from .layers import Conv1x1
 from .models import ABLATIONS, ablations_of, create_model, list_models
-from .ops import set_backend
+from .ops import chosen_backends, clear_choices, pin_choices, set_backend
+from .ops.cache import key_text
 
 __all__ = [
     "DATA_DEFAULTS",
@@ -449,23 +450,30 @@ def _tensors(dataset: Dataset, subset: int | None) -> tuple[Tensor, Tensor, Tens
 
 
 @contextlib.contextmanager
-def _pinned(threads: int) -> Iterator[None]:
-    """Run with ``threads`` CPU threads and conv1x1 on its untimed rule; restore both after.
+def _pinned(threads: int, choices: dict[str, str] | None = None) -> Iterator[None]:
+    """Run with ``threads`` CPU threads and conv1x1's choices fixed for the run; restore both after.
 
-    conv1x1's default times the libraries for channels_last shapes on first sight, so two runs (or
-    a run and its resumption) could pick differently and differ in the last bits. Its "rule"
-    backend picks by shape alone (NCHW float32 on onebyone's kernels where the rule says, the rest
-    on PyTorch's BLAS): with the thread count pinned too, the same seed gives the same weights,
-    and a re-scoring the same numbers.
+    conv1x1 measures which library runs each pass on first sight of a shape and keeps the choice
+    in this machine's cache, so runs on one machine share their choices; a run records the ones it
+    used (``conv1x1_choices`` in its checkpoints, config.json and metrics.json) and its resumption
+    and re-scoring pin them: with the thread count pinned too, the same seed gives the same
+    weights, and a re-scoring the same numbers, whatever the cache holds by then.
     """
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    backend_before = set_backend("rule")
+    backend_before = set_backend("auto")
+    if choices:
+        pin_choices(choices)
     try:
         yield
     finally:
+        clear_choices()  # the run's pins go with it (this machine's cache stays)
         set_backend(backend_before)
         torch.set_num_threads(threads_before)
+
+
+def _choices_used() -> dict[str, str]:
+    return {key_text(k): v for k, v in chosen_backends().items()}
 
 
 def train(
@@ -560,6 +568,7 @@ def _train(
                 f"{ckpt_path} was written by a different run; differing settings (checkpoint, now): {diff}"
             )
         history, seconds, start_epoch = meta["history"], float(meta["seconds"]), int(meta["epoch"])
+        pin_choices(meta.get("conv1x1_choices") or {})  # the libraries the run has computed with
         say(f"resuming {cfg.model} from epoch {start_epoch} of {cfg.epochs} ({ckpt_path})")
     net: nn.Module = model
     if dist.active:
@@ -587,7 +596,7 @@ def _train(
             f"test loss {test_loss:.4f} acc {100 * test_acc:6.2f}%  {elapsed:5.1f}s")
         if dist.rank == 0:
             meta = {"format": 1, "epoch": epoch + 1, "config": config_json, "history": history,
-                    "seconds": seconds}
+                    "seconds": seconds, "conv1x1_choices": _choices_used()}
             atomic_write(ckpt_path, _checkpoint_bytes(model, optimizer, meta), sync_dir=True)
     test_loss, confusion = _score(model, x_test, y_test, dataset.num_classes, dist, device)
     test_acc = float(confusion.diagonal().sum()) / max(len(y_test), 1)
@@ -618,6 +627,7 @@ def _train(
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "conv1x1_choices": _choices_used(),
     }
     if dist.rank == 0:
         _finalise(out, model, cfg, dataset, metrics)
@@ -636,6 +646,7 @@ def _finalise(
         "classes": list(dataset.classes),
         "data": cfg.data,
         "train": dataclasses.asdict(cfg),
+        "conv1x1_choices": metrics["conv1x1_choices"],
     }
     atomic_write(out / WEIGHTS, _weights_bytes(model, {"model": cfg.model}), sync_dir=True)
     _write_json(out / CONFIG, run_config)
@@ -695,7 +706,8 @@ def evaluate(
     dev = _device_for(device, _Dist())
     model.to(dev)
     _, _, x_test, y_test = _tensors(dataset, None)
-    with _pinned(int(run_config.get("train", {}).get("threads") or 1)):  # as the run scored itself
+    threads = int(run_config.get("train", {}).get("threads") or 1)
+    with _pinned(threads, run_config.get("conv1x1_choices")):  # as the run scored itself
         loss, confusion = _score(model, x_test, y_test, dataset.num_classes, _Dist(), dev)
     correct = int(confusion.diagonal().sum())
     return {"model": run_config["model"], "data": data, "dataset": repr(dataset),

@@ -90,11 +90,14 @@ def _forward_native(
     groups: int,
     activation: str | None,
     channels_last: bool,
+    turned: bool = False,
 ) -> Tensor:
-    """float32 on the direct kernels, either layout, bias and activation fused into the stores. Small
-    NCHW images run turned around on the channels_last kernel (see _turned); an NCHW batch with a
-    stride goes by the gathered blocks of _forward_gemm and the epilogue after (its kept pixels are
-    not contiguous), a channels_last input or a single NCHW image is read where it lies."""
+    """float32 on the direct kernels, either layout, bias and activation fused into the stores.
+    ``turned`` runs NCHW images turned around, y^T = x^T W^T, on the channels_last kernel (pixels as
+    rows: what suits images too small for the NCHW kernel's vectors of pixels; a candidate of its
+    own, see candidates.py); otherwise an NCHW batch with a stride goes by the gathered blocks of
+    _forward_gemm and the epilogue after (its kept pixels are not contiguous), a channels_last
+    input is read where it lies."""
     n, c, h, wd = x.shape
     k, cg = w.shape
     ho, wo = -(-h // stride[0]), -(-wd // stride[1])
@@ -103,8 +106,7 @@ def _forward_native(
     # product on the channels_last kernel, where the NCHW kernel took it an image (one pixel) at a time
     # (64x512x1x1 -> 1000: 0.6 against 10.7 ms; benchmarks/native_details.py --section blas-lead)
     rows_of_channels = not channels_last and h * wd == 1 and _native_cl_forward_ok(x, w, groups)
-    turned = (not channels_last and not rows_of_channels and _turned(n, p, stride, cg, kg)
-              and _native_cl_forward_ok(x, w, groups))
+    turned = turned and not channels_last and not rows_of_channels
     if stride != (1, 1) and not channels_last and not turned and not rows_of_channels:
         y = _forward_gemm(_mm_native, x, w, stride, groups, channels_last)
         return _finished(y, bias, activation, channels_last)
@@ -133,62 +135,6 @@ def _forward_native(
             xg, yg = x.data_ptr() + g * cg * p * size, y.data_ptr() + g * kg * p * size
             _native.forward(xg, c * p, p, yg, k * p, p, wg, cg, 1, b, n, cg, kg, p, act, threads)
     return y
-
-
-# NCHW images of 7 x 7 to 27 x 27 can go through the forward turned around, y^T = x^T W^T, on the
-# channels_last kernel (pixels as rows, 12 at a time; output channels as columns, 32 at a time;
-# W^T packed a block at a time and run over every image): a 7 x 7 image's 49 pixels are too few
-# for the NCHW kernel's vectors of pixels, and they fill the turned tile's rows. Single images of
-# 7 x 7 to 27 x 27: ResNet-50's 2048x7x7->512 and MobileNet's 1024x7x7->1024 0.52 ms against 0.88
-# ms on the NCHW kernel and 0.70 ms for MKL, 14 x 14 layers 0.9-1.0x of the NCHW kernel's time; at
-# 28 x 28 the NCHW kernel is ahead (0.74-0.76x of the turned time). Batches of images under 14 x 14,
-# and of 14 x 14 to 27 x 27 that sum over more channels than they output: MobileNet's 1024x7x7->1024
-# at batch 32 15.3 against 20.4 ms on the NCHW kernel's panels (F.conv2d 16-22 ms),
-# 1024x14x14->256 16.9 against 18.4 ms for MKL; 256x14x14->1024 18.1 against 17.1 ms, not taken.
-# So is a single strided image of any size: the kernel reads the kept pixels where they lie, with
-# no gathered blocks (ResNet-50's 256x56x56->512 stride-2 shortcut 1.09 against 1.38 ms; at batch
-# 32 image by image was slower than the gathered blocks). `native_details.py --section turned`.
-# Images under 7 x 7 (2 to 48 pixels: the last stages of networks on small inputs, NiN's 4 x 4 and
-# 2 x 2 maps on the 8 x 8 digits) turn too, single or in batches: the NCHW kernel took them an image
-# at a time through a 16-pixel buffer (or side by side in panels where those fit the memory
-# budget), MKL as one small product per image. Turned, on the Zen 5 machine, 0.10-0.25x of the
-# better of the two on 2 x 2 and 3 x 3 images at batches of 2 to 64 over 64 to 1024 channels,
-# 0.5-0.9x on 4 x 4 to 6 x 6 (the narrow 64 -> 64 at batch 32 on 4 x 4 the exception, 25 against
-# 44 us), e.g. NiN's 128x2x2->128 at batch 64: 39-41 against 230-244 us (F.conv2d 70-79 us);
-# `benchmarks/native_details.py --section tiny`.
-_NATIVE_MIN_PIXELS = 49  # 7 x 7: the smallest images the NCHW kernel's vectors of pixels fill
-_NATIVE_LARGE_PIXELS = 784  # 28 x 28
-
-
-def _turned(n: int, pixels: int, stride: tuple[int, int], c: int, k: int) -> bool:
-    """Whether an NCHW forward of n images (pixels each, after the stride), c channels into k per
-    group, runs turned around."""
-    if stride != (1, 1):
-        return n == 1
-    return _tiny_image(pixels) or (_small_image(pixels) and (n == 1 or pixels < 196 or c > k))
-
-
-def _tiny_image(pixels: int) -> bool:
-    """2 to 48 pixels: under 7 x 7 (1 x 1 images run as one matrix: see _forward_native)."""
-    return 1 < pixels < _NATIVE_MIN_PIXELS
-
-
-def _small_image(pixels: int) -> bool:
-    """7 x 7 to 27 x 27: the images the turned-around passes are measured on."""
-    return _NATIVE_MIN_PIXELS <= pixels < _NATIVE_LARGE_PIXELS
-
-
-# grad_input of a single image turned the same way (gx^T = grad^T W): 7 x 7 to 13 x 13 images,
-# and up to 27 x 27 when it sums over 256 channels or more (ResNet-50's 2048x7x7->512 0.55
-# against 0.67 ms on the NCHW kernel, its 1024x14x14->256 0.53 against 0.58; GoogLeNet's
-# 480x14x14->192, summing 192, 0.20 against 0.19); and images under 7 x 7 in batches too, image
-# after image as in the forward (Zen 5: 0.10-0.2x of the NCHW kernel's time on 2 x 2 images,
-# 0.64-0.94x on 4 x 4, 0.4-0.95x on 6 x 6 with one narrow exception, 64 -> 64 at batch 32; at 7 x 7
-# and larger, batches were within 0.55-1.8x either way, so they stay on the NCHW kernel).
-def _turned_grad_input(n: int, pixels: int, summed: int) -> bool:
-    return _tiny_image(pixels) or (n == 1 and _small_image(pixels) and (pixels < 196 or summed >= 256))
-
-
 
 
 # The channels_last kernel packs W^T into blocks of 32 columns (one group at a time), all of them
@@ -271,10 +217,11 @@ def _grad_weight_native(grad: Tensor, x: Tensor, groups: int) -> Tensor:
 
 
 def _grad_input_native(
-    grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: int, channels_last: bool
+    grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: int, channels_last: bool, turned: bool = False
 ) -> Tensor:
     """grad_x for float32 at stride 1 on the direct kernels, straight from the tensors' pointers: per
-    group W_g^T (C/G x K/G) @ dY[n, g] (NCHW) or dY_g (pixels x K/G) @ W_g (channels_last)."""
+    group W_g^T (C/G x K/G) @ dY[n, g] (NCHW) or dY_g (pixels x K/G) @ W_g (channels_last); ``turned``
+    runs NCHW images as gx^T = grad^T W_g on the channels_last kernel, image after image."""
     n, k, h, wd = grad.shape
     c = in_shape[1]
     cg, kg, p = c // groups, k // groups, h * wd
@@ -284,11 +231,11 @@ def _grad_input_native(
     size, threads = grad.element_size(), torch.get_num_threads()
     gp, xp, wp = grad.data_ptr(), gx.data_ptr(), w.data_ptr()
     rows_of_channels = not channels_last and p == 1  # 1 x 1 images: as channels_last (see _forward_native)
-    turned = not channels_last and not rows_of_channels and _turned_grad_input(n, p, kg)
+    turned = turned and not channels_last and not rows_of_channels
     for g in range(groups):
         wg = wp + g * kg * cg * size  # W_g: K/G x C/G, rows cg apart
-        if turned:  # gx^T = grad^T W_g on the channels_last kernel, channels p apart (see _turned),
-            # image after image: grad's images k * p apart, gx's c * p
+        if turned:  # gx^T = grad^T W_g on the channels_last kernel, channels p apart, image after
+            # image: grad's images k * p apart, gx's c * p
             budget = max(1, int(_NATIVE_CL_PACK_SHARE * n * p * min(kg, cg)))
             _native.forward_cl(
                 gp + g * kg * p * size, 1, xp + g * cg * p * size, 1, wg, cg, 1, 0,

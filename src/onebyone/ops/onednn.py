@@ -5,17 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # oneDNN often reorders the weights into its own blocked layout first, a copy as big as the
 # weights (measured): allowed while that stays within the op's 10% extra-memory budget
 _ONEDNN_WEIGHT_SHARE = 0.09  # 9%: the rest of the budget covers the small scratch besides
 
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()
 
-def _onednn_ok(x: Tensor, w: Tensor, channels_last: bool) -> bool:
+def _onednn_ok(x: Tensor, w: Tensor) -> bool:
+    """oneDNN is a candidate: float32 or bfloat16 on the CPU, either layout, its copy of the weights
+    within the memory budget."""
     return (
-        channels_last
-        and x.is_cpu
+        x.is_cpu
         and x.dtype in _ONEDNN_DTYPES
         and _HAS_ONEDNN
         and w.numel() <= _ONEDNN_WEIGHT_SHARE * x.numel()

@@ -1,0 +1,183 @@
+"""The choices conv1x1 measured, kept on disk per machine.
+
+One JSON file per machine identity (the processor's name, vendor, family, model, stepping and
+flags, PyTorch's and onebyone's versions, the native kernels' instruction set) under the user's
+cache folder: ``$XDG_CACHE_HOME/onebyone/choices-<identity>.json`` (``~/.cache`` without it). Each
+entry maps a key (pass, layout, shape, stride, groups, dtype, threads) to the library chosen and
+the seconds each candidate took. Writers merge under a lock and replace the file atomically, so
+two processes tuning at once both land; a corrupt file, or one whose identity is not this
+machine's, is ignored (and replaced at the next write) with one warning, never trusted; a cache
+folder that cannot be written keeps the choices in memory, with one warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import platform
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._files import atomic_write
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: writers then do not lock (the rename is still atomic)
+    fcntl = None  # type: ignore[assignment]
+
+_FORMAT = 1
+Key = tuple[Any, ...]
+
+
+def key_text(key: Key) -> str:
+    """A key as the file stores it: its fields joined by '|'."""
+    return "|".join(str(v) for v in key)
+
+
+def _cpuinfo() -> dict[str, str]:
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                name, _, value = line.partition(":")
+                fields[name.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+@functools.lru_cache(maxsize=1)
+def machine_identity() -> dict[str, str]:
+    """What makes a measured choice valid: the processor, its flags, the libraries' versions."""
+    from importlib import metadata
+
+    from .native import native_isa
+
+    info = _cpuinfo()
+    flags = " ".join(sorted((info.get("flags") or info.get("Features") or "").split()))
+    try:
+        version = metadata.version("onebyone")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "vendor": info.get("vendor_id", ""),
+        "family": info.get("cpu family", ""),
+        "model": info.get("model", ""),
+        "stepping": info.get("stepping", ""),
+        "flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
+        "torch": torch.__version__,
+        "onebyone": version,
+        "native": str(native_isa()),
+    }
+
+
+def _identity_hash(identity: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_path() -> Path:
+    """The file this machine's choices live in."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "onebyone" / f"choices-{_identity_hash(machine_identity())}.json"
+
+
+class ChoiceCache:
+    """The file's entries, read once, merged on every write."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded_from: Path | None = None
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.warned = False
+
+    def _warn(self, message: str) -> None:
+        if not self.warned:  # one warning a process: a bad cache must not flood a training log
+            self.warned = True
+            warnings.warn(f"onebyone: {message}; conv1x1 measures its choices again", stacklevel=4)
+
+    def _read(self, path: Path) -> dict[str, dict[str, Any]]:
+        """The valid entries of the file at path; {} (with one warning) when it is corrupt or foreign."""
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            self._warn(f"cannot read {path} ({exc.strerror})")
+            return {}
+        try:
+            data = json.loads(text)
+            ok = isinstance(data, dict) and data.get("format") == _FORMAT
+            entries = data.get("choices") if ok else None
+            if not isinstance(entries, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("choice"), str) for v in entries.values()
+            ):
+                raise ValueError("not a choices file")
+        except ValueError:
+            self._warn(f"ignoring {path}: not a valid choices file")
+            return {}
+        if data.get("machine") != machine_identity():
+            self._warn(f"ignoring {path}: written on another machine or software version")
+            return {}
+        return entries
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """Every entry for this machine (the file read on first use, and again if the path moved)."""
+        path = cache_path()
+        if self._loaded_from != path:
+            with self._lock:
+                if self._loaded_from != path:
+                    self.entries = self._read(path)
+                    self._loaded_from = path
+        return self.entries
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
+        with open(path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def record(self, key: Key, choice: str, seconds: dict[str, float], images: int) -> None:
+        """Keep a new choice (and the seconds each candidate took on ``images`` of the batch): in
+        memory at once, and merged into the file."""
+        entry = {"choice": choice, "images": images,
+                 "seconds": {k: float(f"{v:.6g}") for k, v in seconds.items()}}
+        self.load()[key_text(key)] = entry
+        path = cache_path()
+        try:
+            with self._lock, self._locked(path):
+                merged = self._read(path) if path.exists() else {}
+                merged.update(self.entries)
+                doc = {"format": _FORMAT, "machine": machine_identity(), "choices": merged}
+                atomic_write(path, json.dumps(doc, indent=1, sort_keys=True).encode())
+                self.entries = merged
+        except OSError as exc:
+            self._warn(f"cannot write {path} ({exc.strerror}); the choices stay in this process")
+
+    def clear(self, *, disk: bool) -> None:
+        with self._lock:
+            self.entries = {}
+            self._loaded_from = cache_path()  # nothing to read back
+            if disk:
+                with contextlib.suppress(FileNotFoundError):
+                    cache_path().unlink()
+
+
+CACHE = ChoiceCache()
