@@ -33,9 +33,11 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from candidates import PASSES, _runners, _time
 from conv1x1 import suite
-from native_vs_blas import PASSES, _runners, _time
 from onebyone import ops
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("|---" * (3 + len(names) - 1) + "|")
     for shape in shapes:
-        for pass_, fns in _runners(shape, cl).items():
-            if pass_ not in args.passes:
+        for pass_, fns in _runners(shape, cl, torch.float32).items():
+            if pass_ not in args.passes or "native" not in fns:
                 continue
             try:
                 t = _time({n: on(m, fns["native"]) for n, m in zip(names, modules, strict=True)},

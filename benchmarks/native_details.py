@@ -12,10 +12,9 @@ Sections:
               choices on channels_last) and the calls after
   backward    channels_last forward+backward of MobileNet's pw5 at batch 32: conv1x1 (oneDNN's
               one-call backward among the timed candidates) against F.conv2d's own autograd
-  watch       page faults per call in a loop, channels_last at batch 32: ResNet-50's 64x56x56->256
-              forward on oneDNN (malloc'd result, 103 MB) and on the native kernel (pooled); GoogLeNet's
-              64x56x56->64 forward+backward, step by step, conv1x1 (its timed choices watched)
-              against F.conv2d
+  pool        the output pool on and off: ResNet-50's 64x56x56->256 forward at batch 32, channels_last
+              (103 MB out), time and page faults a call on the native kernel (whose result the pool
+              serves) and on oneDNN (which allocates its own)
   turned      single NCHW images of 7 x 7 to 28 x 28: the forward (and grad_input) turned around on the
               channels_last kernel against the NCHW kernel and MKL, each pass straight on its kernel;
               the forward of batches of 32 likewise; the stride-2 forward turned against gathered
@@ -23,9 +22,6 @@ Sections:
   tiny        NCHW images under 7 x 7 (2 x 2 to 6 x 6) at batch 2 and 64: the forward and grad_input
               turned around against the NCHW kernel and MKL; NiN's 128x2x2->128 through conv1x1 and
               F.conv2d; a nin_digits training step with its 1x1 layers on conv1x1 and on nn.Conv2d
-  blas-lead   whether PyTorch's BLAS is far behind the native kernels here (conv1x1's one timing), and
-              native against MKL, pass by pass, on NCHW layers outside the shape suite that the
-              measured rule leaves to MKL
 Timings are medians of --repeats runs after a warm-up unless a section says otherwise.
 """
 
@@ -46,8 +42,7 @@ import torch.nn.functional as F
 
 from onebyone import conv1x1, models, ops
 
-SECTIONS = ("microtile", "threads", "faults", "first-call", "backward", "watch", "turned", "tiny",
-            "blas-lead")
+SECTIONS = ("microtile", "threads", "faults", "first-call", "backward", "pool", "turned", "tiny")
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -176,34 +171,26 @@ def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def watch(repeats: int) -> None:
+def pool(repeats: int) -> None:
     fmt = torch.channels_last
     x = torch.randn(32, 64, 56, 56).contiguous(memory_format=fmt)
     w = torch.randn(256, 64)
-    for name in ("onednn", "native"):
-        ops.passes._forward_on(name, x, w, None, (1, 1), 1, None, True)
-        calls = []
-        for _ in range(5):
-            before, t0 = _faults(), time.perf_counter()
-            ops.passes._forward_on(name, x, w, None, (1, 1), 1, None, True)
-            calls.append(((time.perf_counter() - t0) * 1e3, _faults() - before))
-        print(f"  ResNet-50 64x56x56 -> 256, batch 32, forward on {name}: "
-              + ", ".join(f"{ms:.1f} ms ({n} faults)" for ms, n in calls))
-    ops.set_backend("auto")  # forgets every timed choice
-    x = torch.randn(32, 64, 56, 56).contiguous(memory_format=fmt).requires_grad_()
-    w4 = torch.randn(64, 64, 1, 1, requires_grad=True)
-    g = torch.randn(32, 64, 56, 56).contiguous(memory_format=fmt)
-    for label, op in (("conv1x1", conv1x1), ("F.conv2d", F.conv2d)):
-        steps = []
-        for _ in range(2 + ops.choice._WATCH_CALLS + 4):  # the first: conv1x1 times its candidates
-            x.grad = w4.grad = None
-            before, t0 = _faults(), time.perf_counter()
-            op(x, w4).backward(g)
-            steps.append(((time.perf_counter() - t0) * 1e3, _faults() - before))
-        print(f"  GoogLeNet 64x56x56 -> 64, batch 32, forward+backward steps, {label}: "
-              + ", ".join(f"{ms:.1f} ms ({n})" for ms, n in steps[1:]))
-    chosen = {key[0]: name for key, name in ops.chosen_backends().items()}
-    print(f"  conv1x1's libraries after those steps: {chosen}")
+    for label, size in (("on", ops.pool.default_max_bytes()), ("off", 0)):
+        before_size = ops.set_output_pool(size)
+        try:
+            for name in ("native", "onednn"):  # oneDNN's result is its own allocation, never pooled
+                ops.passes._forward_on(name, x, w, None, (1, 1), 1, None, True)
+                calls = []
+                for _ in range(max(5, repeats // 4)):
+                    before, t0 = _faults(), time.perf_counter()
+                    ops.passes._forward_on(name, x, w, None, (1, 1), 1, None, True)
+                    calls.append(((time.perf_counter() - t0) * 1e3, _faults() - before))
+                ms = statistics.median(c[0] for c in calls)
+                faults = statistics.median(c[1] for c in calls)
+                print(f"  ResNet-50 64x56x56 -> 256, batch 32 (103 MB out), forward on {name}, pool {label}: "
+                      f"median {ms:.1f} ms, {faults:.0f} page faults a call")
+        finally:
+            ops.set_output_pool(before_size)
 
 
 def turned(repeats: int) -> None:
@@ -354,35 +341,6 @@ def tiny(repeats: int) -> None:
           + ", ".join(f"{m} {t * 1e3:.1f} us" for m, t in times.items()))
     print("nin_digits, one SGD step at batch 64: "
           + ", ".join(f"{m} {t:.2f} ms" for m, t in _nin_step_ms(max(3, repeats // 4)).items()))
-
-
-def blas_lead(repeats: int) -> None:
-    t0 = time.perf_counter()
-    ops.choice._blas_behind = None
-    behind = ops.choice._blas_far_behind()
-    print(f"PyTorch's BLAS far behind the native kernels here: {behind} (timed in "
-          f"{(time.perf_counter() - t0) * 1e3:.0f} ms)")
-    print("NCHW layers the measured rule leaves to MKL (at least one pass), native against MKL, ms per pass:")
-    for n, c, hw, k in [(8, 1024, 28, 256), (32, 1024, 14, 2048), (32, 1024, 4, 1024), (1, 1024, 14, 2048),
-                        (64, 512, 1, 1000)]:
-        x, w, g = torch.randn(n, c, hw, hw), torch.randn(k, c), torch.randn(n, k, hw, hw)
-        st, cells = (1, 1), []
-        passes = {
-            "forward": (partial(ops.passes._forward_on, x=x, w=w, bias=None, stride=st, groups=1,
-                                activation=None,
-                                channels_last=False), x, c, k),
-            "grad_input": (partial(ops.passes._grad_input_on, grad=g, x=x, w=w, stride=st, groups=1,
-                                   channels_last=False), g, k, c),
-            "grad_weight": (partial(ops.passes._grad_weight_on, grad=g, x=x, w=w, stride=st, groups=1,
-                                    channels_last=False), g, c, k),
-        }
-        for pass_, (run, probe, summed, out) in passes.items():
-            fns = {lib: partial(run, lib) for lib in ("native", "torch")}
-            times = _best_of_medians(fns, max(3, repeats // 4))
-            rule = "native" if ops.choice._native_by_rule(pass_, probe, summed, out) else "MKL"
-            cells.append(f"{pass_} native {times['native']:.3f}, MKL {times['torch']:.3f} "
-                         f"({times['torch'] / times['native']:.2f}x; rule: {rule})")
-        print(f"  {n}x{c}x{hw}x{hw} -> {k}: " + "; ".join(cells))
 
 
 def main(argv: list[str] | None = None) -> int:

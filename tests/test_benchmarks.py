@@ -28,12 +28,9 @@ def test_conv1x1_benchmark_runs_on_one_shape(tmp_path):
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["command"].startswith("python benchmarks/conv1x1.py")
     assert "seed/10x32x32->4/b1" in (tmp_path / "c.md").read_text() and "Summary" in out
-    # channels_last rows say which library each pass ran on: one name forward, three fwd+bwd
-    names = ("torch", "native", "onednn", "numpy")
+    # every row says which library each pass ran on: one name forward, three fwd+bwd
+    names = ("torch", "native", "native_turned", "onednn", "numpy")
     for row in report["results"]:
-        if row["layout"] != "channels_last":
-            assert row["conv1x1_on"] is None
-            continue
         ran_on = row["conv1x1_on"].replace(" (both)", "").split(" / ")
         assert len(ran_on) == (1 if row["mode"] == "forward" else 3) or row["conv1x1_on"].endswith("(both)")
         assert all(name in names for name in ran_on)
@@ -41,15 +38,18 @@ def test_conv1x1_benchmark_runs_on_one_shape(tmp_path):
 
 
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
-def test_native_vs_blas_runs_in_both_layouts(tmp_path):
+def test_candidates_times_every_candidate_in_both_layouts(tmp_path):
     for layout in ("nchw", "channels_last"):
         prefix = tmp_path / layout
-        out = _run("benchmarks/native_vs_blas.py", "--layout", layout, "--shapes", "seed/10x32x32*",
+        out = _run("benchmarks/candidates.py", "--layout", layout, "--shapes", "seed/10x32x32*",
                    "--repeats", "1", "--min-sample-ms", "1", "--out", str(prefix))
         rows = json.loads(prefix.with_suffix(".json").read_text())
         assert [r["pass"] for r in rows] == ["forward", "grad_input", "grad_weight"]
-        assert all(r["native_ms"] > 0 and r["blas_ms"] > 0 for r in rows)
-        assert f"passes ({layout})" in out
+        for r in rows:
+            assert {"torch", "native"} <= set(r["ms"]) and all(v > 0 for v in r["ms"].values())
+            assert r["picked"] in r["ms"] and r["fastest"] == min(r["ms"], key=r["ms"].get)
+            assert 0 < r["longest_key_s"] < 1
+        assert f"passes ({layout}, float32)" in out and "one key's timing: median" in out
 
 
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
@@ -69,24 +69,21 @@ def test_native_details_turned_section_times_three_ways():
 
 
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
-def test_native_details_tiny_and_blas_lead_sections_print_their_figures():
-    out = _run("benchmarks/native_details.py", "--section", "tiny", "blas-lead", "--repeats", "1")
+def test_native_details_tiny_section_prints_its_figures():
+    out = _run("benchmarks/native_details.py", "--section", "tiny", "--repeats", "1")
     lines = [line for line in out.splitlines() if line.startswith("  ") and "->" in line]
     tiny = [s for s in lines if ", batch " in s]
     assert len(tiny) == 64 and all("turned " in s and "NCHW kernel " in s and "MKL " in s for s in tiny)
     assert "NiN's 128x2x2 -> 128 at batch 64, forward (no grad): conv1x1 " in out and "F.conv2d " in out
     assert "nin_digits, one SGD step at batch 64: conv1x1 " in out and "nn.Conv2d " in out
-    assert "PyTorch's BLAS far behind the native kernels here: " in out
-    lead = [s for s in lines if "rule: " in s]
-    assert len(lead) == 5 and all(s.count("rule: ") == 3 for s in lead)
 
 
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
-def test_native_details_watch_section_counts_page_faults():
-    out = _run("benchmarks/native_details.py", "--section", "watch")
-    assert out.count("forward on ") == 2 and "faults)" in out
-    assert "forward+backward steps, conv1x1:" in out and "forward+backward steps, F.conv2d:" in out
-    assert "conv1x1's libraries after those steps: {'forward':" in out
+def test_native_details_pool_section_counts_page_faults_with_the_pool_on_and_off():
+    out = _run("benchmarks/native_details.py", "--section", "pool", "--repeats", "1")
+    lines = [s for s in out.splitlines() if "page faults a call" in s]
+    assert len(lines) == 4 and sum("pool on" in s for s in lines) == 2
+    assert sum("forward on native" in s for s in lines) == 2
 
 
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")

@@ -149,7 +149,7 @@ def test_interrupted_write_leaves_the_last_checkpoint(
     calls = {"n": 0}
 
     def replace_then_die(src: str, dst: str) -> None:
-        calls["n"] += 1
+        calls["n"] += Path(dst).name == "checkpoint.safetensors"  # not conv1x1's cache of choices
         if calls["n"] == 2:  # the second epoch's checkpoint is on disk, not yet in place
             raise KeyboardInterrupt
         real_replace(src, dst)

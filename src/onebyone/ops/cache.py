@@ -154,10 +154,10 @@ class ChoiceCache:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def record(self, key: Key, choice: str, seconds: dict[str, float], images: int) -> None:
-        """Keep a new choice (and the seconds each candidate took on ``images`` of the batch): in
-        memory at once, and merged into the file."""
-        entry = {"choice": choice, "images": images,
+    def record(self, key: Key, choice: str, seconds: dict[str, float], sample: dict[str, Any]) -> None:
+        """Keep a new choice (the seconds each candidate took, and the images and output rows they
+        took it on): in memory at once, and merged into the file."""
+        entry = {"choice": choice, "images": sample["images"], "rows": sample["rows"],
                  "seconds": {k: float(f"{v:.6g}") for k, v in seconds.items()}}
         self.load()[key_text(key)] = entry
         path = cache_path()

@@ -2,14 +2,13 @@
 
 Every pass (forward, grad_input, grad_weight, and both gradients at once) of every key (layout,
 shape, output channels, stride, groups, dtype, threads) runs each candidate that is correct for it
-(candidates.py), interleaved, within a budget of TIMING_BUDGET seconds, and keeps the one with the
+(passes.py), interleaved, within a budget of TIMING_BUDGET seconds, and keeps the one with the
 least median time; cache.py keeps the choices on disk for this machine, so a second process starts
 with them. Nothing here knows which library wins where: that is measured, not fitted.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 import threading
 import time
@@ -36,6 +35,7 @@ _policy = "auto"
 _choices: dict[Key, str] = {}
 _pins: dict[str, str] = {}
 _timings: dict[Key, dict[str, float]] = {}
+_samples: dict[Key, dict[str, Any]] = {}  # what each timing in this process ran on, and its seconds
 _lock = threading.Lock()
 R = TypeVar("R")
 
@@ -82,6 +82,7 @@ def clear_choices(*, disk: bool = False) -> None:
     with _lock:
         _choices.clear()
         _timings.clear()
+        _samples.clear()
         _pins.clear()
     CACHE.clear(disk=disk)
 
@@ -119,12 +120,12 @@ def decide(
     names: Sequence[str],
     run: Callable[..., object],
     args: tuple[Any, ...],
-    batched: tuple[bool, ...],
+    steps: tuple[int, ...],
 ) -> str:
     """The library for this key: pinned, remembered, read from the cache, or timed now.
 
-    ``run(name, *args)`` runs a candidate; the arguments marked in ``batched`` are sliced along the
-    batch when a whole call would not fit the budget.
+    ``run(name, *args)`` runs a candidate; the tensors with a non-zero ``steps`` (rows per output
+    row) may be timed on a slice of their images and rows (see :func:`_time`).
     """
     if len(names) == 1:
         return names[0]
@@ -143,50 +144,93 @@ def decide(
         _timings[key] = dict(entry.get("seconds") or {})
         _choices[key] = entry["choice"]
         return entry["choice"]
-    seconds, images = _time(names, run, args, batched)
+    seconds, sample = _time(names, run, args, steps)
     fastest = min(seconds.values())
-    chosen = next(n for n in names if seconds[n] <= _TIE * fastest)
-    _choices[key], _timings[key] = chosen, seconds
-    CACHE.record(key, chosen, seconds, images)
+    chosen = next(n for n in names if n in seconds and seconds[n] <= _TIE * fastest)
+    _choices[key], _timings[key], _samples[key] = chosen, seconds, sample
+    CACHE.record(key, chosen, seconds, sample)
     return chosen
 
 
-def _sliced(args: tuple[Any, ...], batched: tuple[bool, ...], m: int) -> tuple[Any, ...]:
-    return tuple(a[:m] if b else a for a, b in zip(args, batched, strict=True))
+def _sliced(args: tuple[Any, ...], steps: tuple[int, ...], m: int, r: int) -> tuple[Any, ...]:
+    """args with each sliced tensor cut to its first m images and the rows that give r output rows
+    (``steps`` holds each tensor's rows per output row: its stride for an input, 1 for a gradient;
+    0 leaves it whole), packed in its layout as the passes expect."""
+    out = []
+    for a, step in zip(args, steps, strict=True):
+        if step and isinstance(a, Tensor):
+            rows = min(a.shape[2], r * step)
+            if m < a.shape[0] or rows < a.shape[2]:
+                fmt = torch.contiguous_format if a.is_contiguous() else torch.channels_last
+                a = a[:m, :, :rows].contiguous(memory_format=fmt)
+        out.append(a)
+    return tuple(out)
+
+
+def _sizes(n: int, rows: int) -> list[tuple[int, int]]:
+    """(images, output rows) from one row of one image doubling up to the whole batch."""
+    sizes, r = [], 1
+    while r < rows:
+        sizes.append((1, r))
+        r *= 2
+    sizes.append((1, rows))
+    m = 2
+    while m < n:
+        sizes.append((m, rows))
+        m *= 2
+    if n > 1:
+        sizes.append((n, rows))
+    return sizes
 
 
 def _time(
-    names: Sequence[str], run: Callable[..., object], args: tuple[Any, ...], batched: tuple[bool, ...]
-) -> tuple[dict[str, float], int]:
-    """Median seconds a call per candidate, interleaved rounds within TIMING_BUDGET, and the images
-    timed.
+    names: Sequence[str], run: Callable[..., object], args: tuple[Any, ...], steps: tuple[int, ...]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median seconds a call per candidate, interleaved rounds within TIMING_BUDGET, and what was
+    timed (images, output rows, the seconds the timing took).
 
-    A single image of the first candidate estimates what a whole call costs; a batch whose calls
-    would not leave room for a warm-up and three rounds of every candidate is timed on its first
-    m images instead (the choice is then the one for m images, which the batch shares).
+    The first candidate runs on one row of one image, then on twice as much, until a call would
+    not leave room for a warm-up and three rounds of every candidate; the candidates are timed on
+    the last size it reached (a 1x1 convolution works pixel by pixel, so a slice is a smaller copy
+    of the same product). A candidate is dropped once a round shows it more than twice the fastest.
     """
     start = time.perf_counter()
-    n = next((a.shape[0] for a, b in zip(args, batched, strict=True) if b and isinstance(a, Tensor)), 1)
-    m = n
-    if n > 1:
+    first = next((i for i, (a, s) in enumerate(zip(args, steps, strict=True)) if s and isinstance(a, Tensor)),
+                 None)
+    room = TIMING_BUDGET / (4 * len(names))
+    m, r = 1, 1
+    if first is None:
+        sizes = [(1, 1)]
+    else:
+        n, h = args[first].shape[0], args[first].shape[2]
+        sizes = _sizes(n, -(-h // steps[first]))
+    for i, (m, r) in enumerate(sizes):
         t0 = time.perf_counter()
-        run(names[0], *_sliced(args, batched, 1))
-        one = time.perf_counter() - t0
-        room = TIMING_BUDGET / (4 * len(names))  # a warm-up and three rounds each
-        m = max(1, min(n, math.floor(room / max(one, 1e-9))))
-    sub = _sliced(args, batched, m) if m < n else args
-    warm: dict[str, float] = {}
+        run(names[0], *_sliced(args, steps, m, r))
+        took = time.perf_counter() - t0
+        if i + 1 < len(sizes):
+            grow = sizes[i + 1][0] * sizes[i + 1][1] / (m * r)
+            if took * grow > room:
+                break
+    sub = _sliced(args, steps, m, r)
+    live = list(names)
     for name in names:  # first calls: thread pools start, pages fault in, oneDNN builds its kernel
-        t0 = time.perf_counter()
+        if name != names[0] and time.perf_counter() - start > TIMING_BUDGET:
+            live.remove(name)  # cannot be timed in the budget: the others took it all
+            continue
         run(name, *sub)
-        warm[name] = time.perf_counter() - t0
-    left = TIMING_BUDGET - (time.perf_counter() - start)
-    rounds = max(1, min(_MAX_ROUNDS, math.floor(left / max(sum(warm.values()), 1e-9))))
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        order = list(names[r % len(names):]) + list(names[: r % len(names)])  # the start rotates
-        for name in order:
+    for rnd in range(_MAX_ROUNDS):
+        shift = rnd % len(live)
+        round_start = time.perf_counter()
+        for name in live[shift:] + live[:shift]:  # the start rotates
             t0 = time.perf_counter()
             run(name, *sub)
             samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in samples.items()}, m
+        best = min(samples[name][-1] for name in live)
+        live = [name for name in live if samples[name][-1] <= 2 * best]
+        spent = time.perf_counter() - start
+        if spent + (time.perf_counter() - round_start) > TIMING_BUDGET:
+            break
+    seconds = {name: statistics.median(v) for name, v in samples.items() if v}
+    return seconds, {"images": m, "rows": r, "spent": time.perf_counter() - start}

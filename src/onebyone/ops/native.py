@@ -95,7 +95,7 @@ def _forward_native(
     """float32 on the direct kernels, either layout, bias and activation fused into the stores.
     ``turned`` runs NCHW images turned around, y^T = x^T W^T, on the channels_last kernel (pixels as
     rows: what suits images too small for the NCHW kernel's vectors of pixels; a candidate of its
-    own, see candidates.py); otherwise an NCHW batch with a stride goes by the gathered blocks of
+    own, see passes.py); otherwise an NCHW batch with a stride goes by the gathered blocks of
     _forward_gemm and the epilogue after (its kept pixels are not contiguous), a channels_last
     input is read where it lies."""
     n, c, h, wd = x.shape
@@ -104,7 +104,7 @@ def _forward_native(
     kg, p = k // groups, ho * wo
     # NCHW 1 x 1 images lie in memory as channels_last ones (a row of channels each): the batch is one
     # product on the channels_last kernel, where the NCHW kernel took it an image (one pixel) at a time
-    # (64x512x1x1 -> 1000: 0.6 against 10.7 ms; benchmarks/native_details.py --section blas-lead)
+    # (64x512x1x1 -> 1000: 0.6 against 10.7 ms on a Zen 4; BENCHMARKS.md)
     rows_of_channels = not channels_last and h * wd == 1 and _native_cl_forward_ok(x, w, groups)
     turned = turned and not channels_last and not rows_of_channels
     if stride != (1, 1) and not channels_last and not turned and not rows_of_channels:
