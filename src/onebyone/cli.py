@@ -496,7 +496,7 @@ _COMMANDS.append(
 )
 
 
-# --------------------------------------------------------------------------- tour
+# --------------------------------------------------------------------------- tune
 
 
 def _tune_parser(p: argparse.ArgumentParser) -> None:
@@ -510,6 +510,9 @@ def _tune_parser(p: argparse.ArgumentParser) -> None:
                    help="the model's dtype (default float32)")
     p.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw",
                    help="the input's memory format (default nchw)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads, part of every choice's key: the count the real run will use "
+                        "(onebyone train uses 1 unless told otherwise; default: PyTorch's)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
 
 
@@ -519,7 +522,7 @@ def _tune_run(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     report = tune(model, args.input, batch=args.batch, train=args.train, dtype=args.dtype,
-                  channels_last=args.layout == "channels_last", name=args.model)
+                  channels_last=args.layout == "channels_last", threads=args.threads, name=args.model)
     print(report.to_json() if args.json else str(report), end="\n" if args.json else "")
     return 0
 
@@ -532,6 +535,9 @@ _COMMANDS.append(
         _tune_run,
     )
 )
+
+
+# --------------------------------------------------------------------------- tour
 
 
 def _tour_parser(p: argparse.ArgumentParser) -> None:

@@ -78,12 +78,15 @@ def tune(
     train: bool = False,
     dtype: str | torch.dtype = "float32",
     channels_last: bool = False,
+    threads: int | None = None,
     name: str | None = None,
 ) -> TuneReport:
     """Measure (or read) conv1x1's choice for every pass of every 1x1 layer of ``model``.
 
     The model is left untouched (a converted copy runs). ``dtype`` is "float32", "bfloat16" or
-    "float16"; ``train`` adds the backward passes of a training step.
+    "float16"; ``train`` adds the backward passes of a training step; ``threads`` (default: torch's
+    current count) is part of every key, so tune with the count the real run will use (``onebyone
+    train`` uses 1 unless told otherwise). Measures whatever the policy (:func:`ops.set_backend`) is.
     """
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
@@ -93,6 +96,8 @@ def tune(
         raise ValueError(f"input_size must be (C, H, W) of positive sizes, got {tuple(input_size)}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     net = convert(copy.deepcopy(model)).to(dtype).eval()
     layers = {m: n or type(model).__name__ for n, m in net.named_modules() if isinstance(m, Conv1x1)}
     if not layers:
@@ -103,16 +108,31 @@ def tune(
     before = {k: v for k, v in CACHE.load().items()}
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(batch, *input_size, dtype=dtype).contiguous(memory_format=fmt)
+    threads_before = torch.get_num_threads()
+    policy = ops.set_backend("auto")
     try:
+        torch.set_num_threads(threads or threads_before)
         with torch.set_grad_enabled(train):
             out = net(x)
             if train:
                 outs = [out] if isinstance(out, torch.Tensor) else list(out)
                 torch.stack([o.float().sum() for o in outs]).sum().backward()
+        report = _report(name or type(model).__name__, batch, input_size, dtype, channels_last, train, seen,
+                         before)
     finally:
         for h in hooks:
             h.remove()
-    report = TuneReport(name or type(model).__name__, [batch, *input_size], str(dtype).removeprefix("torch."),
+        ops.set_backend(policy)
+        torch.set_num_threads(threads_before)
+    return report
+
+
+def _report(model: str, batch: int, input_size: tuple[int, int, int], dtype: torch.dtype, channels_last: bool,
+            train: bool, seen: list[tuple[str, tuple[int, ...], Conv1x1]], before: dict[str, Any]
+            ) -> TuneReport:
+    """The rows of every pass the run saw (call while the thread count of the run holds: it is part
+    of every key)."""
+    report = TuneReport(model, [batch, *input_size], str(dtype).removeprefix("torch."),
                         "channels_last" if channels_last else "nchw", train, ops.choices_path())
     chosen, timings = ops.chosen_backends(), ops.choice_timings()
     for layer, shape, m in seen:

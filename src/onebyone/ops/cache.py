@@ -174,7 +174,7 @@ class ChoiceCache:
     def clear(self, *, disk: bool) -> None:
         with self._lock:
             self.entries = {}
-            self._loaded_from = cache_path()  # nothing to read back
+            self._loaded_from = None  # read the file again on next use (nothing there after disk)
             if disk:
                 with contextlib.suppress(FileNotFoundError):
                     cache_path().unlink()

@@ -78,7 +78,8 @@ def choices_path() -> str:
 
 
 def clear_choices(*, disk: bool = False) -> None:
-    """Forget every choice and pin in this process; with ``disk``, delete this machine's cache file."""
+    """Forget every choice and pin in this process (the next sight of a key reads this machine's
+    cache file again); with ``disk``, delete that file too."""
     with _lock:
         _choices.clear()
         _timings.clear()

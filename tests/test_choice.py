@@ -1,0 +1,364 @@
+"""conv1x1's choice by measurement: every candidate right, the timing's budget, the cache on disk
+(corrupt, foreign, unwritable, shared by two writers, warm in a second process), the API that
+reads, pins and clears the choices, and `onebyone tune`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import onebyone
+from onebyone import ops
+from onebyone.ops import cache, choice, passes
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 1e-4), torch.bfloat16: (0.05, 0.02)}
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty cache folder of this test's own, nothing remembered in the process, auto policy."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache.CACHE, "warned", False)
+    before = ops.set_backend("auto")
+    ops.clear_choices()
+    yield tmp_path / "cache"
+    ops.clear_choices()
+    ops.set_backend(before)
+
+
+# ------------------------------------------------------------------ every candidate is right
+
+
+def _cases():
+    gen = torch.Generator().manual_seed(1234)
+    for i in range(24):
+        r = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=gen))  # noqa: E731
+        groups = (1, 1, 2, 4)[r(0, 3)]
+        stride = (1, 1, 2, 3)[r(0, 3)]
+        yield r(1, 4), groups * r(1, 24), groups * r(1, 24), r(1, 13), r(1, 13), stride, groups, i % 2 == 1
+
+
+CASES = [
+    *_cases(),
+    (2, 2, 2, 1, 2, 2, 2, False),  # strided one-pixel outputs at batch 2 (the turned kernel's edge)
+    (3, 64, 48, 7, 7, 1, 1, False),
+    (1, 50, 20, 30, 30, 1, 1, True),
+    (4, 16, 32, 1, 1, 1, 1, False),
+]
+
+
+def _tensors(n, c, k, h, w, stride, groups, cl, dtype):
+    gen = torch.Generator().manual_seed(n * 1000 + c * 10 + k)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    wt = torch.randn(k, c // groups, generator=gen, dtype=torch.float64)
+    ho, wo = -(-h // stride), -(-w // stride)
+    g = torch.randn(n, k, ho, wo, generator=gen, dtype=torch.float64)
+    low = [t.to(dtype) for t in (x, wt, g)]
+    x_, w_, g_ = low[0].contiguous(memory_format=fmt), low[1], low[2].contiguous(memory_format=fmt)
+    return x_, w_, g_
+
+
+def _expected(x, w, g, stride, groups):
+    """The three passes in float64 through F.conv2d's autograd, from the (rounded) inputs."""
+    xd = x.detach().double().clone().requires_grad_()
+    wd = w.detach().double().clone().view(*w.shape, 1, 1).requires_grad_()
+    y = F.conv2d(xd, wd, None, stride, 0, 1, groups)
+    y.backward(g.double())
+    return y.detach(), xd.grad, wd.grad.view(w.shape)
+
+
+def _close(got, want, dtype):
+    atol, rtol = TOL[dtype]
+    scale = max(1.0, float(want.abs().max()))
+    torch.testing.assert_close(got.double(), want, atol=atol * scale, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "n{}c{}k{}_{}x{}_s{}g{}{}".format(*c[:7], "cl" * c[7]))
+def test_every_candidate_of_every_pass_gives_the_definition(case, dtype):
+    n, c, k, h, w, s, groups, cl = case
+    x, wt, g = _tensors(n, c, k, h, w, s, groups, cl, dtype)
+    stride = (s, s)
+    y, gx, gw = _expected(x, wt, g, stride, groups)
+    forward = passes.forward_candidates(x, wt, stride, groups, cl)
+    assert forward[0] == "torch"  # PyTorch's BLAS applies everywhere: the fallback
+    for name in forward:
+        out = passes._forward_on(name, x, wt, None, stride, groups, None, cl)
+        assert out.dtype == dtype and out.shape == y.shape, name
+        _close(out, y, dtype)
+    for name in passes.grad_input_candidates(x, wt, stride, cl):
+        _close(passes._grad_input_on(name, g, x, wt, stride, groups, cl), gx, dtype)
+    for name in passes.grad_weight_candidates(x, wt, stride, cl):
+        _close(passes._grad_weight_on(name, g, x, wt, stride, groups, cl).reshape(wt.shape), gw, dtype)
+    if passes._onednn_ok(x, wt):  # both gradients in one oneDNN call, the "backward" key's candidate
+        both = passes._onednn_backward_both(g, x, wt, stride, groups)
+        _close(both[0], gx, dtype)
+        _close(both[1].reshape(wt.shape), gw, dtype)
+
+
+def test_the_candidates_include_onednn_and_the_native_forms_where_they_apply():
+    x, w, _ = _tensors(2, 32, 16, 14, 14, 1, 1, False, torch.float32)
+    names = passes.forward_candidates(x, w, (1, 1), 1, False)
+    if ops.native_isa() is not None:
+        assert {"native", "native_turned"} <= set(names)
+    if torch.backends.mkldnn.is_available():
+        assert "onednn" in names
+        xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        assert "onednn" in passes.forward_candidates(xb, w.to(torch.bfloat16), (1, 1), 1, True)
+
+
+def test_numpy_is_a_candidate_only_when_forced(fresh_cache):
+    x, w, _ = _tensors(2, 8, 4, 5, 5, 1, 1, False, torch.float32)
+    assert "numpy" not in passes.forward_candidates(x, w, (1, 1), 1, False)
+    ops.set_backend("numpy")
+    assert "numpy" in passes.forward_candidates(x, w, (1, 1), 1, False)
+    y, _, _ = _expected(x, w, torch.zeros(2, 4, 5, 5), (1, 1), 1)
+    _close(onebyone.conv1x1(x, w), y, torch.float32)
+
+
+# ------------------------------------------------------------------ the timing
+
+
+def _step(n=2, c=24, k=12, hw=10, cl=False, dtype=torch.float32):
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = torch.randn(n, c, hw, hw, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+    w = torch.randn(k, c, 1, 1, dtype=dtype, requires_grad=True)
+    y = onebyone.conv1x1(x, w)
+    y.backward(torch.ones_like(y))
+    want = F.conv2d(x.detach().double(), w.detach().double())
+    _close(y.detach(), want, dtype)
+    return x, w
+
+
+def _entries(folder: Path) -> dict:
+    files = list((folder / "onebyone").glob("choices-*.json"))
+    assert len(files) == 1, files
+    doc = json.loads(files[0].read_text())
+    assert doc["machine"] == cache.machine_identity()
+    return doc["choices"]
+
+
+def test_a_new_key_is_timed_once_kept_on_disk_and_read_back(fresh_cache, monkeypatch):
+    _step()
+    chosen = ops.chosen_backends()
+    assert {key[0] for key in chosen} >= {"forward", "grad_weight"}
+    entries = _entries(fresh_cache)
+    for key, name in chosen.items():
+        entry = entries[cache.key_text(key)]
+        assert entry["choice"] == name and name in entry["seconds"]
+        assert min(entry["seconds"].values()) * 1.0201 >= entry["seconds"][name]  # the fastest, or tied
+        assert choice._samples[key]["spent"] < 5 * choice.TIMING_BUDGET  # generous: CI machines are noisy
+    ops.clear_choices()  # a new process, as far as the choices go: the file is read, nothing is timed
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed a key the cache holds")
+
+    monkeypatch.setattr(choice, "_time", no_timing)
+    _step()
+    assert ops.chosen_backends() == chosen
+
+
+def test_a_large_key_is_timed_on_a_slice_within_the_budget(fresh_cache, monkeypatch):
+    monkeypatch.setattr(choice, "TIMING_BUDGET", 0.002)
+    x = torch.randn(8, 64, 40, 40)
+    w = torch.randn(64, 64)
+    onebyone.conv1x1(x, w)
+    (key,) = [k for k in ops.chosen_backends() if k[0] == "forward"]
+    entry = _entries(fresh_cache)[cache.key_text(key)]
+    assert entry["images"] < 8 or entry["rows"] < 40
+    assert choice._samples[key]["images"] == entry["images"]
+
+
+def test_the_fixed_and_forced_policies_never_time(fresh_cache, monkeypatch):
+    monkeypatch.setattr(choice, "_time", lambda *a, **k: pytest.fail("timed under a fixed policy"))
+    for policy in ("fixed", "torch", "onednn", "native"):
+        ops.set_backend(policy)
+        _step(cl=policy == "onednn")
+    assert not list(fresh_cache.glob("onebyone/choices-*.json"))
+
+
+def test_pin_read_and_clear(fresh_cache, monkeypatch):
+    x = torch.randn(2, 16, 6, 6)
+    w = torch.randn(8, 16)
+    key = choice.choice_key("forward", False, x.shape, 8, (1, 1), 1, torch.float32)
+    monkeypatch.setattr(choice, "_time", lambda *a, **k: pytest.fail("timed a pinned key"))
+    ops.pin_choices({cache.key_text(key): "torch"})
+    onebyone.conv1x1(x, w)
+    assert ops.chosen_backends()[key] == "torch"
+    with pytest.raises(ValueError, match="library must be one of"):
+        ops.pin_choices({key: "fastest"})
+    ops.clear_choices()
+    assert ops.chosen_backends() == {}
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fresh_cache))
+    onebyone.conv1x1(x, w)
+    path = Path(ops.choices_path())
+    assert path.exists() and path.parent == fresh_cache / "onebyone"
+    assert key in ops.choice_timings()
+    ops.clear_choices(disk=True)
+    assert not path.exists() and ops.choice_timings() == {}
+
+
+def test_autocast_reaches_the_bfloat16_candidates(fresh_cache):
+    model = onebyone.Conv1x1(32, 16)
+    x = torch.randn(4, 32, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    assert y.dtype == torch.bfloat16
+    assert any(k[0] == "forward" and k[10] == "bfloat16" for k in ops.chosen_backends())
+
+
+# ------------------------------------------------------------------ the cache file
+
+
+def _one_warning(record) -> str:
+    ours = [w for w in record if "onebyone:" in str(w.message)]
+    assert len(ours) == 1, [str(w.message) for w in ours]
+    return str(ours[0].message)
+
+
+def test_a_corrupt_cache_is_ignored_with_one_warning_and_replaced(fresh_cache):
+    path = Path(ops.choices_path())
+    path.parent.mkdir(parents=True)
+    path.write_text('{"format": 1, "choices": {"forward|nchw": ')  # cut off mid-write by something else
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _step()
+        _step(c=8, k=8, hw=6)
+    assert "not a valid choices file" in _one_warning(record)
+    assert _entries(fresh_cache)  # rewritten whole, with this process's choices
+
+
+def test_a_foreign_cache_is_never_trusted(fresh_cache):
+    x = torch.randn(2, 24, 10, 10)
+    key = choice.choice_key("forward", False, x.shape, 12, (1, 1), 1, torch.float32)
+    path = Path(ops.choices_path())
+    path.parent.mkdir(parents=True)
+    other = dict(cache.machine_identity(), cpu="Some Other CPU", stepping="99")
+    planted = {cache.key_text(key): {"choice": "torch", "images": 2, "rows": 10, "seconds": {"planted": 1.0}}}
+    path.write_text(json.dumps({"format": 1, "machine": other, "choices": planted}))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _step()
+    assert "written on another machine" in _one_warning(record)
+    assert "planted" not in ops.choice_timings()[key]  # measured here, not read
+
+
+def test_an_unwritable_cache_folder_keeps_the_choices_in_memory_with_one_warning(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setattr(cache.CACHE, "warned", False)
+    before = ops.set_backend("auto")
+    ops.clear_choices()
+    try:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            _step()
+            _step(c=8, k=8, hw=6)
+        assert "cannot " in _one_warning(record)  # read or write: one warning either way
+        assert ops.chosen_backends()
+        assert blocker.read_text().startswith("a file")
+    finally:
+        ops.clear_choices()
+        ops.set_backend(before)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_cache_folder(fresh_cache):
+    fresh_cache.mkdir(mode=0o500)
+    try:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            _step()
+        _one_warning(record)
+    finally:
+        fresh_cache.chmod(0o700)
+
+
+def _env(folder: Path) -> dict[str, str]:
+    return dict(os.environ, XDG_CACHE_HOME=str(folder), PYTHONPATH=str(ROOT / "src"))
+
+
+def test_two_processes_writing_at_once_both_land(fresh_cache):
+    script = (
+        "import sys, warnings, torch, onebyone, torch.nn.functional as F\n"
+        "warnings.simplefilter('error')\n"
+        "torch.set_num_threads(1)\n"
+        "first = int(sys.argv[1])\n"
+        "for c in range(first, first + 12):\n"
+        "    x, w = torch.randn(2, c, 5, 5), torch.randn(4, c)\n"
+        "    y = onebyone.conv1x1(x, w)\n"
+        "    assert torch.allclose(y, F.conv2d(x, w.view(4, c, 1, 1)), atol=1e-5)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(first)], env=_env(fresh_cache),
+                              stderr=subprocess.PIPE, text=True) for first in (3, 103)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    forwards = [k for k in _entries(fresh_cache) if k.startswith("forward|nchw|2|")]
+    assert len(forwards) == 24  # every key of both writers, none lost to the other's rename
+
+
+def test_a_second_process_with_a_warm_cache_does_not_time(fresh_cache):
+    script = (
+        "import sys, torch, onebyone, torch.nn.functional as F\n"
+        "from onebyone.ops import choice\n"
+        "if sys.argv[1] == 'warm':\n"
+        "    def no_timing(*a, **k):\n"
+        "        raise SystemExit('timed although the cache holds the key')\n"
+        "    choice._time = no_timing\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(4, 40, 12, 12, requires_grad=True)\n"
+        "w = torch.randn(24, 40, 1, 1, requires_grad=True)\n"
+        "onebyone.conv1x1(x, w, activation='relu').sum().backward()\n"
+        "print(sorted(v for v in onebyone.ops.chosen_backends().values()))\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", script, mode], env=_env(fresh_cache), capture_output=True,
+                           text=True, timeout=300, check=False) for mode in ("cold", "warm")]
+    assert all(r.returncode == 0 for r in runs), [r.stderr[-2000:] for r in runs]
+    assert runs[0].stdout == runs[1].stdout and runs[0].stdout.strip() != "[]"
+
+
+# ------------------------------------------------------------------ onebyone tune
+
+
+def _tune(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "onebyone", "tune", *args], env=_env(folder),
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_tune_prints_its_table_and_a_second_run_reads_the_cache(fresh_cache):
+    args = ("nin_digits", "--input", "1x8x8", "--batch", "4", "--train", "--threads", "1")
+    first = _tune(fresh_cache, *args)
+    assert first.returncode == 0, first.stderr
+    assert "layer" in first.stdout and "runner-up" in first.stdout and "measured" in first.stdout
+    entries = _entries(fresh_cache)
+    assert entries and all(k.endswith("|1") for k in entries)  # the thread count asked for
+    path = next((fresh_cache / "onebyone").glob("choices-*.json"))
+    written = path.read_bytes()
+    second = _tune(fresh_cache, *args, "--json")
+    assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout)
+    sources = {row["source"] for row in report["rows"]}
+    assert "cache" in sources and "measured" not in sources
+    assert path.read_bytes() == written  # nothing new to keep
+
+
+def test_tune_bad_input_gets_one_line_and_exit_2(fresh_cache):
+    for args, words in ((("nin_digits", "--input", "8x8"), "CxHxW"),
+                        (("no_such_model", "--input", "1x8x8"), "no_such_model"),
+                        (("nin_digits", "--input", "1x8x8", "--batch", "0"), "batch")):
+        done = _tune(fresh_cache, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Traceback" not in done.stderr and words in done.stderr
