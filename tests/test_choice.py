@@ -100,7 +100,7 @@ def test_every_candidate_of_every_pass_gives_the_definition(case, dtype):
         _close(passes._grad_input_on(name, g, x, wt, stride, groups, cl), gx, dtype)
     for name in passes.grad_weight_candidates(x, wt, stride, cl):
         _close(passes._grad_weight_on(name, g, x, wt, stride, groups, cl).reshape(wt.shape), gw, dtype)
-    if passes._onednn_ok(x, wt):  # both gradients in one oneDNN call, the "backward" key's candidate
+    if passes._onednn_ok(x, wt, cl):  # both gradients in one oneDNN call, the "backward" key's candidate
         both = passes._onednn_backward_both(g, x, wt, stride, groups)
         _close(both[0], gx, dtype)
         _close(both[1].reshape(wt.shape), gw, dtype)
@@ -111,8 +111,10 @@ def test_the_candidates_include_onednn_and_the_native_forms_where_they_apply():
     names = passes.forward_candidates(x, w, (1, 1), 1, False)
     if ops.native_isa() is not None:
         assert {"native", "native_turned"} <= set(names)
+    assert "onednn" not in names  # NCHW: it would copy the whole input
     if torch.backends.mkldnn.is_available():
-        assert "onednn" in names
+        assert "onednn" in passes.forward_candidates(x.contiguous(memory_format=torch.channels_last), w,
+                                                     (1, 1), 1, True)
         xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
         assert "onednn" in passes.forward_candidates(xb, w.to(torch.bfloat16), (1, 1), 1, True)
 

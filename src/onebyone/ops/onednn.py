@@ -12,15 +12,19 @@ _ONEDNN_WEIGHT_SHARE = 0.09  # 9%: the rest of the budget covers the small scrat
 
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()
 
-def _onednn_ok(x: Tensor, w: Tensor) -> bool:
-    """oneDNN is a candidate: float32 or bfloat16 on the CPU, either layout, its copy of the weights
-    within the memory budget."""
+def _onednn_ok(x: Tensor, w: Tensor, channels_last: bool) -> bool:
+    """oneDNN's convolution is a candidate: channels_last on the CPU (on NCHW it copies the whole
+    input into its blocked layout first, ten times the op's memory budget; NCHW bfloat16 reaches
+    oneDNN anyway, as the matmul under PyTorch's BLAS candidate), a dtype it runs, and its copy of
+    the weights within the memory budget."""
     return (
-        x.is_cpu
+        channels_last
+        and x.is_cpu
         and x.dtype in _ONEDNN_DTYPES
         and _HAS_ONEDNN
         and w.numel() <= _ONEDNN_WEIGHT_SHARE * x.numel()
     )
+
 
 def _onednn_backward(
     grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, which: int

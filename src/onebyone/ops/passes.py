@@ -40,7 +40,7 @@ def _numpy(t: Tensor) -> list[str]:
 def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
                        ) -> list[str]:
     names = ["torch", *_numpy(x)]
-    if _onednn_ok(x, w):
+    if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
         if not channels_last or _native_cl_forward_ok(x, w, groups):
@@ -55,7 +55,7 @@ def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: in
 
 def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
     names = ["torch", *_numpy(x)]
-    if _onednn_ok(x, w):
+    if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
         names.append("native")
@@ -66,7 +66,7 @@ def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channel
 
 def grad_weight_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
     names = ["torch", *_numpy(x)]
-    if _onednn_ok(x, w):
+    if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x) and (channels_last or stride == (1, 1)):
         names.append("native")
@@ -217,7 +217,7 @@ def backward(
     gw = _grad_weight_choice(grad, x, w, stride, groups, channels_last) if want_w else ""
     if (gi, gw) == ("onednn", "onednn"):
         return _onednn_backward_both(grad, x, w, stride, groups)
-    if want_x and want_w and _onednn_ok(x, w):
+    if want_x and want_w and _onednn_ok(x, w, channels_last):
         key = choice_key("backward", channels_last, x.shape, w.shape[0], stride, groups, x.dtype)
 
         def run(name: str, grad: Tensor, x: Tensor, w: Tensor, *conf: object) -> tuple[Tensor, Tensor]:
