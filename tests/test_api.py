@@ -9,6 +9,7 @@ PUBLIC = [
     "Inception",
     "MLPConv",
     "NaiveInception",
+    "TuneReport",
     "__version__",
     "ablations_of",
     "bottleneck_cost",
@@ -18,6 +19,7 @@ PUBLIC = [
     "create_model",
     "list_models",
     "register_model",
+    "tune",
 ]
 
 

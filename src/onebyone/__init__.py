@@ -7,6 +7,7 @@ from .cost import CostReport, bottleneck_cost, cost
 from .layers import Conv1x1, ConvNormAct, Inception, MLPConv, NaiveInception, convert
 from .models import ablations_of, create_model, list_models, register_model
 from .ops import conv1x1
+from .tune import TuneReport, tune
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,7 @@ __all__ = [
     "Inception",
     "MLPConv",
     "NaiveInception",
+    "TuneReport",
     "__version__",
     "ablations_of",
     "bottleneck_cost",
@@ -26,4 +28,5 @@ __all__ = [
     "create_model",
     "list_models",
     "register_model",
+    "tune",
 ]
