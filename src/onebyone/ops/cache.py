@@ -59,16 +59,11 @@ def _cpuinfo() -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def machine_identity() -> dict[str, str]:
     """What makes a measured choice valid: the processor, its flags, the libraries' versions."""
-    from importlib import metadata
-
+    from .. import __version__  # not importlib.metadata: that costs milliseconds on a first call
     from .native import native_isa
 
     info = _cpuinfo()
     flags = " ".join(sorted((info.get("flags") or info.get("Features") or "").split()))
-    try:
-        version = metadata.version("onebyone")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
     return {
         "cpu": info.get("model name") or platform.processor() or platform.machine(),
         "vendor": info.get("vendor_id", ""),
@@ -77,7 +72,7 @@ def machine_identity() -> dict[str, str]:
         "stepping": info.get("stepping", ""),
         "flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
         "torch": torch.__version__,
-        "onebyone": version,
+        "onebyone": __version__,
         "native": str(native_isa()),
     }
 

@@ -1,0 +1,86 @@
+"""What a new shape costs on its first call: with an empty cache (every pass timed), with a warm one
+(a second process reading the first one's choices), and with no choice at all ("fixed").
+
+Each case is a fresh process that runs one forward+backward of a 1x1 layer of the shape suite
+(benchmarks/conv1x1.py) several times and reports the first step's time over the median of the
+later ones. The "fixed" process pays the first-call costs that have nothing to do with the choice
+(thread pools, page faults, the kernels' first packing); the warm process's excess over it is what
+reading the cache costs, the cold one's what timing the candidates costs.
+
+    python benchmarks/first_call.py [--shapes GLOB ...] [--runs 5] [--layout nchw|channels_last]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conv1x1 import suite
+
+DEFAULT = ["seed/10x32x32*", "seed/50x600x600*", "googlenet/3a-1x1*/b1", "resnet50/layer1-reduce*/b32",
+           "mobilenet/pw7*/b32"]
+
+_CHILD = r"""
+import json, statistics, sys, time
+import torch, onebyone
+n, c, h, w, k, s, cl, policy = json.loads(sys.argv[1])
+onebyone.ops.set_backend(policy)
+fmt = torch.channels_last if cl else torch.contiguous_format
+x = torch.randn(n, c, h, w).contiguous(memory_format=fmt).requires_grad_()
+wt = torch.randn(k, c, 1, 1, requires_grad=True)
+steps = []
+for _ in range(6):
+    x.grad = wt.grad = None
+    t0 = time.perf_counter()
+    onebyone.conv1x1(x, wt, stride=s).sum().backward()
+    steps.append(time.perf_counter() - t0)
+print(json.dumps({"first": steps[0], "later": statistics.median(steps[1:])}))
+"""
+
+
+def _once(args: list, cache: str) -> float:
+    env = dict(os.environ, XDG_CACHE_HOME=cache)
+    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(args)], env=env, capture_output=True,
+                         text=True, check=True, timeout=600).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    return r["first"] - r["later"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT, metavar="GLOB")
+    parser.add_argument("--runs", type=int, default=5, help="fresh processes per case; the median is kept")
+    parser.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw")
+    args = parser.parse_args(argv)
+    shapes = [s for s in suite() if any(fnmatch.fnmatch(s.name, p) for p in args.shapes)]
+    if not shapes:
+        print(f"no shape matches {args.shapes}", file=sys.stderr)
+        return 2
+    cl = args.layout == "channels_last"
+    print(f"first forward+backward over the later ones, ms, median of {args.runs} fresh processes "
+          f"({args.layout}, float32)")
+    print("| shape | cold cache (timing) | warm cache | fixed (no choice) | warm - fixed |")
+    print("|---|---|---|---|---|")
+    for shape in shapes:
+        spec = [shape.n, shape.c, shape.h, shape.w, shape.k, shape.stride, cl]
+        cold, warm, fixed = [], [], []
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory() as cache:
+                cold.append(_once([*spec, "auto"], cache))
+                warm.append(_once([*spec, "auto"], cache))
+                fixed.append(_once([*spec, "fixed"], cache))
+        c, w, f = (statistics.median(v) * 1e3 for v in (cold, warm, fixed))
+        print(f"| {shape.name} | {c:.1f} | {w:.2f} | {f:.2f} | {w - f:+.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
