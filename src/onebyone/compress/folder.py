@@ -58,6 +58,9 @@ def save_compressed(out: str | os.PathLike[str], model: nn.Module, report: Compr
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes the folder private; give it a normal one's mode
         state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         atomic_write(staging / WEIGHTS, save(state, metadata={"base": base}))
         description = {
