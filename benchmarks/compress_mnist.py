@@ -90,7 +90,8 @@ def _tensorly(original: nn.Module, factorized: list[dict[str, Any]]) -> nn.Modul
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/mnist-10k", help="a folder of MNIST-format IDX files")
+    parser.add_argument("--data", default="../shared/data/mnist-10k",
+                        help="a folder of MNIST-format IDX files")
     parser.add_argument("--out", default="compress-mnist", help="folder for the training run and results")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the data set's, 12)")
     parser.add_argument("--finetune-epochs", type=int, default=2)
@@ -106,14 +107,15 @@ def main() -> int:
     run_dir = out / "vgg_mnist"
     t0 = time.perf_counter()
     if not (run_dir / "metrics.json").exists():
-        train(TrainConfig(model="vgg_mnist", data=args.data, epochs=args.epochs, threads=args.threads), run_dir,
-              resume=True, log=lambda line: print(line, flush=True), dataset=dataset)
+        config = TrainConfig(model="vgg_mnist", data=args.data, epochs=args.epochs, threads=args.threads)
+        train(config, run_dir, resume=True, log=lambda line: print(line, flush=True), dataset=dataset)
     train_seconds = time.perf_counter() - t0
     original, _ = load_run(run_dir)
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
     base_acc = accuracy(original, x_test, y_test)
     base_macs = _macs(original)
-    print(f"vgg_mnist: {100 * base_acc:.2f}% on {len(y_test)} test images, {base_macs / 1e6:.2f} M MACs", flush=True)
+    print(f"vgg_mnist: {100 * base_acc:.2f}% on {len(y_test)} test images, {base_macs / 1e6:.2f} M MACs",
+          flush=True)
 
     rows: list[dict[str, Any]] = []
     budget_layers: list[dict[str, Any]] | None = None
@@ -129,8 +131,8 @@ def main() -> int:
         if "macs" in kwargs and budget_layers is None:
             budget_layers = report.factorized
         t0 = time.perf_counter()
-        finetune(model, dataset, epochs=args.finetune_epochs, teacher=original if distill else None, report=report,
-                 threads=args.threads, log=lambda line: print(line, flush=True))
+        finetune(model, dataset, epochs=args.finetune_epochs, teacher=original if distill else None,
+                 report=report, threads=args.threads, log=lambda line: print(line, flush=True))
         ft_seconds = time.perf_counter() - t0
         report.plot(out / f"{label.split()[0].replace(':', '_')}{'_kd' if distill else ''}.png")
         rows.append(_row(label, original, model, report.accuracy["compressed"], report.accuracy["finetuned"],
@@ -147,19 +149,21 @@ def main() -> int:
             t0 = time.perf_counter()
             finetune(tl, dataset, epochs=args.finetune_epochs, threads=args.threads,
                      log=lambda line: print(line, flush=True))
-            rows.append(_row("tensorly-torch, budget's ranks", original, tl, before_ft, accuracy(tl, x_test, y_test),
-                             base_acc, base_macs, args, 0.0, time.perf_counter() - t0, ranks={}, reverted=[]))
-    result = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "load_before": load_before,
-              "load_after": _load(), "original_accuracy": base_acc, "original_macs": base_macs,
+            rows.append(_row("tensorly-torch, budget's ranks", original, tl, before_ft,
+                             accuracy(tl, x_test, y_test), base_acc, base_macs, args, 0.0,
+                             time.perf_counter() - t0, ranks={}, reverted=[]))
+    result = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
+              "load_before": load_before, "load_after": _load(), "original_accuracy": base_acc,
+              "original_macs": base_macs,
               "train_seconds": train_seconds, "rows": rows, "command": " ".join(sys.argv)}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(_table(result))
     return 0
 
 
-def _row(label: str, original: nn.Module, model: nn.Module, compressed_acc: float | None, finetuned_acc: float | None,
-         base_acc: float, base_macs: int, args: argparse.Namespace, seconds: float, ft_seconds: float,
-         ranks: dict[str, Any], reverted: list[str]) -> dict[str, Any]:
+def _row(label: str, original: nn.Module, model: nn.Module, compressed_acc: float | None,
+         finetuned_acc: float | None, base_acc: float, base_macs: int, args: argparse.Namespace,
+         seconds: float, ft_seconds: float, ranks: dict[str, Any], reverted: list[str]) -> dict[str, Any]:
     b1 = _latency(original, model, 1, args.runs)
     bn = _latency(original, model, args.batch, args.runs)
     macs = _macs(model)
@@ -173,7 +177,8 @@ def _row(label: str, original: nn.Module, model: nn.Module, compressed_acc: floa
 
 
 def _table(result: dict[str, Any]) -> str:
-    lines = [f"original: {100 * result['original_accuracy']:.2f}%, {result['original_macs'] / 1e6:.2f} M MACs; "
+    lines = [f"original: {100 * result['original_accuracy']:.2f}%, "
+             f"{result['original_macs'] / 1e6:.2f} M MACs; "
              f"{result['cpu']}, {result['threads']} thread(s), torch {result['torch']}, load "
              f"{result['load_before']} -> {result['load_after']}", "",
              "| rank choice | MACs | params | acc. compressed | acc. fine-tuned (delta) | latency b1 (ms) | "
