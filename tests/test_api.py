@@ -3,6 +3,7 @@
 import onebyone
 
 PUBLIC = [
+    "CompressReport",
     "Conv1x1",
     "ConvNormAct",
     "CostReport",
@@ -13,10 +14,12 @@ PUBLIC = [
     "__version__",
     "ablations_of",
     "bottleneck_cost",
+    "compress",
     "conv1x1",
     "convert",
     "cost",
     "create_model",
+    "finetune",
     "list_models",
     "register_model",
     "tune",

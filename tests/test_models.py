@@ -67,7 +67,7 @@ def test_names_say_family_and_ablation() -> None:
     names = list_models()
     for name in names:
         assert name == name.lower()
-        assert name.split("_")[0] in ("nin", "googlenet")
+        assert name.split("_")[0] in ("nin", "googlenet", "vgg")
     for base in ("nin_cifar10", "nin_digits", "nin_mnist"):
         assert ablations_of(base) == [f"{base}_no1x1", f"{base}_fc"]
     for base in ("googlenet", "googlenet_digits", "googlenet_mnist"):
@@ -301,3 +301,13 @@ def test_naive_googlenet_depth_grows() -> None:
         assert module.out_channels == c
     assert c == 4944
     assert model.fc.in_features == 4944
+
+
+def test_vgg_mnist_params_by_hand_and_shapes() -> None:
+    model = create_model("vgg_mnist")
+    widths = [1, 32, 32, 64, 64, 128, 128]
+    convs = sum(9 * c * k for c, k in itertools.pairwise(widths))  # 3 x 3, no bias (BatchNorm follows)
+    norms = sum(2 * k for k in widths[1:])  # BatchNorm's weight and bias
+    assert sum(p.numel() for p in model.parameters()) == convs + norms + 128 * 10 + 10
+    features = model.features(torch.zeros(2, 1, 28, 28))
+    assert features.shape == (2, 128, 7, 7) and model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

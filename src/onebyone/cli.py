@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
 
@@ -243,7 +244,7 @@ def _train_run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="DIR", help="a folder written by `onebyone train`")
+    p.add_argument("run", metavar="DIR", help="a folder written by `onebyone train` or `onebyone compress`")
     p.add_argument("--data", help="score on this data's test split instead of the data it was trained on")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
@@ -252,9 +253,13 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
 def _evaluate_run(args: argparse.Namespace) -> int:
     import json
 
+    from .compress import evaluate_folder, is_compressed
     from .train import evaluate
 
-    result = evaluate(args.run, args.data, device=args.device)
+    if is_compressed(args.run):
+        result = evaluate_folder(args.run, args.data, device=args.device)
+    else:
+        result = evaluate(args.run, args.data, device=args.device)
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:
@@ -363,9 +368,11 @@ def _cost_parser(p: argparse.ArgumentParser) -> None:
         nargs="?",
         metavar="MODEL",
         help="a registered model name, path/to/file.py:factory or package.module:factory "
-        "(the factory is called with no arguments and returns an nn.Module)",
+        "(the factory is called with no arguments and returns an nn.Module), or a folder written by "
+        "`onebyone compress`",
     )
-    p.add_argument("--input", type=_chw, metavar="CxHxW", help="one sample's size, e.g. 3x224x224 (required)")
+    p.add_argument("--input", type=_chw, metavar="CxHxW",
+                   help="one sample's size, e.g. 3x224x224 (required but for a compressed folder)")
     p.add_argument("--batch", type=_positive_int, default=1, help="samples per forward pass (default 1)")
     p.add_argument(
         "--bias",
@@ -442,6 +449,12 @@ def _cost_run(args: argparse.Namespace) -> int:
         return 0
     if bottleneck_flags:
         raise UsageError(f"{', '.join(bottleneck_flags)} only go with --bottleneck")
+    from .compress import is_compressed, load_compressed
+
+    compressed = args.model is not None and is_compressed(args.model)
+    if compressed:
+        loaded, description = load_compressed(args.model)
+        args.input = args.input or tuple(description["input_size"])
     if args.model is None:
         raise UsageError(
             "cost needs MODEL (a registered name, path/to/file.py:factory or "
@@ -463,7 +476,7 @@ def _cost_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--device expects cpu, cuda or cuda:N, got {args.device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: no CUDA device is available here")
-    model = load_model(args.model).to(device)
+    model = (loaded if compressed else load_model(args.model)).to(device)
     report = cost(
         model,
         args.input,
@@ -492,6 +505,141 @@ _COMMANDS.append(
         "parameters, multiply-adds, memory and time per layer, for any model; the Inception question",
         _cost_parser,
         _cost_run,
+    )
+)
+
+
+# ----------------------------------------------------------------------- compress
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] such as 0.4, got {text!r}")
+    return value
+
+
+def _compress_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="a registered model, a folder written by `onebyone "
+                   "train`, path/to/file.py:factory or package.module:factory")
+    p.add_argument("--weights", metavar="W.safetensors", help="the trained weights (not needed for a "
+                   "training run's folder)")
+    p.add_argument("--input", type=_chw, metavar="CxHxW", help="one sample's size (default: the model's own)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--macs", type=_fraction, metavar="F", help="at most this fraction of the model's "
+                        "multiply-adds, ranks allocated by sensitivity")
+    budget.add_argument("--params", type=_fraction, metavar="F",
+                        help="at most this fraction of its parameters")
+    p.add_argument("--rank", default="vbmf", help="without a budget: vbmf (vbmf:W with weakening W), "
+                   "energy:0.9, a rank N or a fraction such as 0.25 (default vbmf)")
+    p.add_argument("--data", help="images to calibrate on and score (digits, an IDX or CIFAR-10 folder; "
+                   "default: a training run's own data)")
+    p.add_argument("--finetune-epochs", type=_positive_int, metavar="N",
+                   help="fine-tune for N epochs on --data")
+    p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the original")
+    p.add_argument("--batch", type=_positive_int, default=32, help="batch of the timings (default 32)")
+    p.add_argument("--layout", choices=["channels_last", "nchw"], default="channels_last",
+                   help="memory format of the timings (default channels_last)")
+    p.add_argument("--keep", choices=["faster", "all"], default="faster",
+                   help="keep a factorized layer only where it is timed faster (default), or always")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads (default: torch's)")
+    p.add_argument("--out", required=True, metavar="DIR", help="new folder for the weights, the description, "
+                   "the report and its figure")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _compress_run(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from .compress import compress, finetune, parse_rank, save_compressed
+    from .compress.folder import check_target
+
+    _default_sigint()
+    parse_rank(args.rank)  # bad text fails here, before any work
+    out = check_target(args.out)
+    if args.finetune_epochs is not None and args.data is None and not Path(args.model).is_dir():
+        raise UsageError("--finetune-epochs needs --data")
+    model, base, data = _compress_model(args)
+    size = args.input or getattr(model, "default_input_size", None)
+    if size is None:
+        raise UsageError(f"{args.model} does not say its input size; give --input CxHxW")
+    dataset = None
+    if data is not None:
+        from .data import load_dataset
+
+        dataset = load_dataset(data)
+    print(f"compressing {args.model} ({' x '.join(map(str, size))})", flush=True)
+    compressed, report = compress(
+        model, tuple(size), macs=args.macs, params=args.params, rank=args.rank, keep=args.keep, data=dataset,
+        batch=args.batch, channels_last=args.layout == "channels_last", threads=args.threads, name=args.model,
+        log=lambda line: print(line, flush=True))
+    extra = {}
+    if args.finetune_epochs is not None:
+        if dataset is None:
+            raise UsageError("--finetune-epochs needs --data")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.finetune."))
+        try:
+            finetune(compressed, dataset, epochs=args.finetune_epochs,
+                     teacher=model if args.distill else None, report=report, out=run, threads=args.threads,
+                     progress=not args.quiet and sys.stderr.isatty(),
+                     log=lambda line: print(line, flush=True))
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(run, ignore_errors=True)
+            raise
+        extra["finetune"] = run
+    classes = list(dataset.classes) if dataset is not None else None
+    save_compressed(out, compressed, report, base, data=str(data) if data is not None else None,
+                    classes=classes, extra=extra)
+    sys.stdout.write(report.table())
+    print(f"wrote {out}/ (model.safetensors, compressed.json, report.json, report.txt, report.png)")
+    return 0
+
+
+def _compress_model(args: argparse.Namespace) -> tuple[Any, str, str | None]:
+    """The model with its weights, the spec that rebuilds it, and the data it knows of."""
+    from pathlib import Path
+
+    from .cost import load_model
+
+    if Path(args.model).is_dir():
+        from .train import load_run
+
+        if args.weights is not None:
+            raise UsageError("a training run's folder brings its own weights; --weights goes with a model "
+                             "name")
+        model, run_config = load_run(args.model)
+        return model, run_config["model"], args.data or run_config.get("data")
+    if args.weights is None:
+        raise UsageError(f"compress {args.model} needs --weights W.safetensors (the trained weights)")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model = load_model(args.model)
+    try:
+        state = load_file(args.weights)
+    except (SafetensorError, FileNotFoundError, OSError) as exc:
+        raise UsageError(f"--weights {args.weights}: not a readable safetensors file ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise UsageError(f"--weights {args.weights} do not fit {args.model} ({first})") from None
+    return model.eval(), args.model, args.data
+
+
+_COMMANDS.append(
+    (
+        "compress",
+        "make a trained model cheaper with 1x1 bottlenecks (Tucker-2, SVD), measured; fine-tune it",
+        _compress_parser,
+        _compress_run,
     )
 )
 

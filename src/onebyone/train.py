@@ -112,7 +112,15 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
                      "label_smoothing": 0.1, "shift": 2},
     "cifar10": {"epochs": 60, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-4, "augment": True,
                 "label_smoothing": 0.1, "shift": 4},
+    # images handed over as tensors (fine-tuning): nothing is known about them, so no augmentation
+    "tensors": {"epochs": 2, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4, "augment": False,
+                "label_smoothing": 0.0, "shift": 0},
 }
+
+#: Knowledge distillation (Hinton, Vinyals and Dean 2015): the loss is (1 - w) x cross-entropy +
+#: w x T^2 x KL(teacher's softened outputs || the student's), at temperature T.
+DISTILL_TEMPERATURE = 4.0
+DISTILL_WEIGHT = 0.5
 
 
 def _resolve(config: TrainConfig, dataset: Dataset) -> TrainConfig:
@@ -326,9 +334,20 @@ def _reduce_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _distilled(loss: Tensor, logits: Tensor, teacher: nn.Module, xb: Tensor) -> Tensor:
+    with torch.no_grad():
+        target = teacher(xb)
+        target = target[0] if isinstance(target, tuple) else target
+    t = DISTILL_TEMPERATURE
+    soft = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(target / t, 1), log_target=True,
+                    reduction="batchmean")
+    return (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * t * t * soft
+
+
 def _run_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, x: Tensor, y: Tensor,
     cfg: TrainConfig, epoch: int, dist: _Dist, device: torch.device, progress: bool,
+    teacher: nn.Module | None = None,
 ) -> tuple[float, float]:
     """One pass over the training images; returns (mean loss, accuracy) over all processes."""
     from tqdm import tqdm
@@ -354,6 +373,8 @@ def _run_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss, logits = _loss(model(xb), yb, float(cfg.label_smoothing or 0.0))
+        if teacher is not None:
+            loss = _distilled(loss, logits, teacher, xb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -484,6 +505,8 @@ def train(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     dataset: Dataset | None = None,
+    model: nn.Module | None = None,
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``config.data`` and write the run to the folder ``out``.
 
@@ -493,7 +516,9 @@ def train(
     and PNG plots. With ``resume``, a run found in ``out`` continues from its last
     checkpoint (and one that finished is only re-finalised); without it, a folder that
     already holds a run is refused. ``log`` receives one line per epoch; ``dataset``
-    skips loading ``config.data`` again (it must be what ``config.data`` names).
+    skips loading ``config.data`` again (it must be what ``config.data`` names). ``model``
+    trains that module (fine-tuning; ``config.model`` is then only its name) instead of a new
+    ``config.model``; ``teacher`` adds knowledge distillation from its outputs.
 
     Under ``torchrun`` this trains data-parallel; only rank 0 writes files or logs.
     """
@@ -509,7 +534,7 @@ def train(
             tdist.init_process_group("nccl" if _device_for(config.device, dist).type == "cuda" else "gloo")
     try:
         with _pinned(threads):
-            return _train(config, out, resume, progress, log, dataset, dist)
+            return _train(config, out, resume, progress, log, dataset, dist, model, teacher)
     finally:
         if dist.active:
             import gc
@@ -527,7 +552,7 @@ def train(
 
 def _train(
     config: TrainConfig, out: Path, resume: bool, progress: bool, log: Callable[[str], None] | None,
-    dataset: Dataset | None, dist: _Dist,
+    dataset: Dataset | None, dist: _Dist, given: nn.Module | None = None, teacher: nn.Module | None = None,
 ) -> TrainResult:
     say = log if (log is not None and dist.rank == 0) else (lambda _line: None)
     progress = progress and dist.rank == 0
@@ -544,11 +569,13 @@ def _train(
     assert cfg.epochs is not None and cfg.lr is not None and cfg.weight_decay is not None
     device = _device_for(cfg.device, dist)
     torch.manual_seed(cfg.seed)  # the initial weights
-    model = create_model(cfg.model)
+    model = create_model(cfg.model) if given is None else given
     _check_fits(model, cfg.model, dataset)
     costs = _costs(model, dataset.input_size)
     params, macs = int(costs["params"]), int(costs["macs"])
     model.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]  # no weight decay on biases and norms
     rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD(
@@ -583,7 +610,7 @@ def _train(
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         train_loss, train_acc = _run_epoch(
-            net, optimizer, dataset, x_train, y_train, cfg, epoch, dist, device, progress
+            net, optimizer, dataset, x_train, y_train, cfg, epoch, dist, device, progress, teacher
         )
         test_loss, confusion = _score(model, x_test, y_test, dataset.num_classes, dist, device)
         test_acc = float(confusion.diagonal().sum()) / max(len(y_test), 1)
