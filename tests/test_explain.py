@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from onebyone import cli, explain
+from onebyone._files import atomic_write
 from onebyone.data import seed_digit_maps
 from onebyone.machine import Peaks
 from onebyone.reference import conv1x1_reference
@@ -65,7 +66,7 @@ def test_results_do_not_come_from_the_seeds_printed_text(monkeypatch):
     printed = copy.deepcopy(explain.SEED_PRINTED)
     for row in printed["math.T"]["value"]:
         row[:] = [0.0] * len(row)
-    monkeypatch.setattr(explain, "SEED_PRINTED", printed)
+    monkeypatch.setattr(explain.claims, "SEED_PRINTED", printed)
     m = explain.math_view()
     assert m["output"][5][2] == pytest.approx(4.6) and m["output"][0][0] == pytest.approx(1.1)
 
@@ -204,7 +205,7 @@ def test_the_checks_follow_the_printed_values(doc, monkeypatch):
     printed["math.output_size"]["value"] = [6, 6]
     printed["digits.output_2"]["value"]["caption_digit"] = 3
     printed["math.T10_arithmetic"]["value"]["result"] = 2.3
-    monkeypatch.setattr(explain, "SEED_PRINTED", printed)
+    monkeypatch.setattr(explain.claims, "SEED_PRINTED", printed)
     failing = {c["claim"] for c in explain.check_seed(doc) if not c["agrees"]}
     assert failing == {"math.transformation_general", "digits.pixel", "math.T10_arithmetic"}
 
@@ -242,7 +243,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        explain.atomic_write(target, b"new")
+        atomic_write(target, b"new")
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.png"]
 
 
@@ -349,4 +350,4 @@ def test_cli_refuses_a_file_for_a_directory(tmp_path):
 def test_cli_is_registered():
     names = [name for name, *_ in cli._COMMANDS]
     assert "explain" in names
-    assert Path(explain.__file__).with_name("web").joinpath("index.html").is_file()
+    assert (resources.files("onebyone") / "web" / "index.html").is_file()
