@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from . import Command, UsageError, _chw, _default_sigint, _positive_int
@@ -101,34 +102,15 @@ def _compress_run(args: argparse.Namespace) -> int:
 
 def _compress_model(args: argparse.Namespace) -> tuple[Any, str, str | None]:
     """The model with its weights, the spec that rebuilds it, and the data it knows of."""
-    from pathlib import Path
+    from ..compress.folder import is_compressed
+    from ..trained import load_trained
 
-    from ..cost import load_model
-
-    if Path(args.model).is_dir():
-        from ..train import load_run
-
-        if args.weights is not None:
-            raise UsageError("a training run's folder brings its own weights; --weights goes with a model "
-                             "name")
-        model, run_config = load_run(args.model)
-        return model, run_config["model"], args.data or run_config.get("data")
-    if args.weights is None:
+    if is_compressed(args.model):
+        raise UsageError(f"{args.model} is already compressed; compress the model it came from")
+    if args.weights is None and not Path(args.model).is_dir():
         raise UsageError(f"compress {args.model} needs --weights W.safetensors (the trained weights)")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    model = load_model(args.model)
-    try:
-        state = load_file(args.weights)
-    except (SafetensorError, FileNotFoundError, OSError) as exc:
-        raise UsageError(f"--weights {args.weights}: not a readable safetensors file ({exc})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UsageError(f"--weights {args.weights} do not fit {args.model} ({first})") from None
-    return model.eval(), args.model, args.data
+    trained = load_trained(args.model, args.weights)
+    return trained.model, trained.spec, args.data or trained.data
 
 
 COMMANDS: list[Command] = [

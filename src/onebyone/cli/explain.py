@@ -18,6 +18,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _indices(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected held-out image indices such as 0,5,17, got {text!r}")
+    return values
+
+
 def _explain_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json",
@@ -45,6 +55,52 @@ def _explain_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-timing", action="store_true", help="skip timing the reduction example")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    net = p.add_argument_group(
+        "inside a trained network", "add the section that shows the learned 1x1 layers of a network"
+    )
+    net.add_argument("--run", metavar="DIR",
+                     help="a folder written by `onebyone train` (or `onebyone compress`)")
+    net.add_argument("--model", metavar="M",
+                     help="a registered model, path/to/file.py:factory or package.module:factory (with --weights)")
+    net.add_argument("--weights", metavar="W.safetensors", help="the trained weights of --model")
+    net.add_argument("--data", metavar="D",
+                     help="its held-out images: digits, an IDX or CIFAR-10 folder (default: the run's own data; "
+                          "digits for a model of 1 x 8 x 8 images)")
+    net.add_argument("--images", type=_indices, metavar="I,J,...",
+                     help="held-out images whose activations the page carries, such as 0,5,17 (default: the "
+                          "first held-out 2 and 3)")
+
+
+def _trained_section(args: argparse.Namespace) -> dict | None:
+    """The trained network's view when --run or --model asks for it."""
+    from pathlib import Path
+
+    if args.run is None and args.model is None:
+        for option in ("weights", "data", "images"):
+            if getattr(args, option) is not None:
+                raise UsageError(f"--{option} goes with --run DIR or --model M")
+        return None
+    if args.run is not None and args.model is not None:
+        raise UsageError("--run and --model: choose one (a run's folder brings its own model and weights)")
+    if args.run is not None:
+        if args.weights is not None:
+            raise UsageError("--weights goes with --model; a run's folder brings its own weights")
+        if not Path(args.run).is_dir():
+            raise UsageError(f"--run {args.run}: not a folder; expected one written by `onebyone train`")
+    elif args.weights is None:
+        raise UsageError(f"--model {args.model} needs --weights W.safetensors (the trained weights)")
+    from ..data import load_dataset
+    from ..explain import trained_view
+    from ..trained import load_trained
+
+    trained = load_trained(args.run if args.run is not None else args.model, args.weights)
+    data = args.data or trained.data
+    if data is None and tuple(getattr(trained.model, "default_input_size", ())) == (1, 8, 8):
+        data = "digits"
+    if data is None:
+        raise UsageError(f"--data D: which held-out images should {trained.spec} be shown on?")
+    return trained_view(trained.model, load_dataset(data), images=args.images, name=trained.spec,
+                        progress=not args.quiet and sys.stderr.isatty())
 
 
 def _explain_run(args: argparse.Namespace) -> int:
@@ -63,9 +119,12 @@ def _explain_run(args: argparse.Namespace) -> int:
         folder = getattr(args, option)
         if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
             raise UsageError(f"--{option} expects a directory, got the file {folder!r}")
+    trained = _trained_section(args)
     doc = explain.examples(
         timing=not args.no_timing, repeats=args.repeats, progress=not args.quiet and sys.stderr.isatty()
     )
+    if trained is not None:
+        doc["trained"] = trained
     if args.json:
         print(json.dumps(doc, allow_nan=False))
     else:

@@ -39,6 +39,7 @@ from .figures import write_figures
 from .inputs import MATH_KERNEL, MATH_MAPS
 from .page import page_server, write_page
 from .text import render_text
+from .trained import decode_array, pointwise_layers, trained_view
 
 __all__ = [
     "MATH_KERNEL",
@@ -47,14 +48,17 @@ __all__ = [
     "advanced_view",
     "check_seed",
     "conv_cost",
+    "decode_array",
     "depth_view",
     "digit_view",
     "examples",
     "inception_reduction",
     "math_view",
     "page_server",
+    "pointwise_layers",
     "reduction_example",
     "render_text",
+    "trained_view",
     "write_figures",
     "write_page",
 ]

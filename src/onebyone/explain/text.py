@@ -213,4 +213,33 @@ def render_text(doc: dict[str, Any]) -> str:
             computed = {"cell": computed["cell"], "value": round(computed["value"], 10)}
         out.append(f"    computed: {json.dumps(computed)}")
         out.append(f"    {c['explanation']}")
+    if doc.get("trained") is not None:
+        out += render_trained_lines(doc["trained"])
     return "\n".join(out) + "\n"
+
+
+def render_trained_lines(view: dict[str, Any]) -> list[str]:
+    """The trained network's 1x1 layers as text: sizes, place, ranks, rank-r accuracy, the two classes."""
+    out = _heading(8, f"Inside a trained network: {view['model']} on {view['data']}")
+    out.append(f"held-out accuracy {100 * view['accuracy']:.2f}% on the first {view['eval_images']} of "
+               f"{view['test_images']} held-out images; {len(view['layers'])} 1x1 layers")
+    for im in view["images"]:
+        out.append(f"image {im['index']}: label {im['label_name']}, predicted {im['prediction_name']}")
+    for layer in view["layers"]:
+        place = ", ".join(p for p in (layer["after"] and f"after {layer['after']}",
+                                      layer["before"] and f"before {layer['before']}") if p)
+        out.append("")
+        out.append(f"{layer['name']} ({layer['type']}): {layer['in_channels']} -> {layer['out_channels']} "
+                   f"channels, {' x '.join(map(str, layer['input_size'][1:]))} -> "
+                   f"{' x '.join(map(str, layer['output_size'][1:]))} maps" + (f"; {place}" if place else ""))
+        out.append(f"  rank for 90% / 99% of the weights' energy: {layer['rank_90']} / {layer['rank_99']} "
+                   f"of {layer['full_rank']}; |conv1x1 - reference| <= {layer['check']['max_abs_diff_reference']:.1e}")
+        out.append("  held-out accuracy with the layer at rank r: " + ", ".join(
+            f"r={row['rank']} {100 * row['accuracy']:.1f}%" for row in layer["rank_accuracy"]))
+        sep = layer.get("separation")
+        if sep is not None:
+            a, b = sep["classes"]
+            weigh = ", ".join(f"c{i['channel']} ({100 * i['share']:.0f}%)" for i in sep["inputs"][:3])
+            out.append(f"  {a} vs {b}: output channel {sep['channel']} tells them apart best (d' = "
+                       f"{sep['dprime']:.2f}); the input channels it weighs most for it: {weigh}")
+    return out
