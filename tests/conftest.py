@@ -52,3 +52,13 @@ def sigint_ignored():
     """A preexec_fn that starts a child with SIGINT ignored, as a shell starts a background job:
     the commands that stop on Ctrl-C must restore the default handler themselves."""
     return _ignore_sigint
+
+
+@pytest.fixture(scope="session")
+def nin_run(tmp_path_factory):
+    """A short training run of nin_digits on the embedded digits, as `onebyone train` writes it."""
+    from onebyone.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("nin-run")
+    train(TrainConfig(model="nin_digits", epochs=2), out)
+    return out

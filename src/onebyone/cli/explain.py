@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from . import Command, UsageError, _default_sigint, _positive_int
@@ -99,8 +100,13 @@ def _trained_section(args: argparse.Namespace) -> dict | None:
         data = "digits"
     if data is None:
         raise UsageError(f"--data D: which held-out images should {trained.spec} be shown on?")
-    return trained_view(trained.model, load_dataset(data), images=args.images, name=trained.spec,
+    view = trained_view(trained.model, load_dataset(data), images=args.images, name=trained.spec,
                         progress=not args.quiet and sys.stderr.isatty())
+    source = [args.run] if args.run is not None else [args.model, "--weights", args.weights]
+    data_arg = [] if args.data is None else ["--data", args.data]
+    view["compress_command"] = shlex.join(["onebyone", "compress", *source, *data_arg, "--rank", "energy:0.9",
+                                           "--out", "smaller"])
+    return view
 
 
 def _explain_run(args: argparse.Namespace) -> int:

@@ -13,11 +13,11 @@ from typing import Any
 from .._files import atomic_write
 from ._util import _prepare_dir
 
-_PAGE_FILES = ("index.html", "app.js", "style.css")
+_PAGE_FILES = ("index.html", "common.js", "trained.js", "app.js", "style.css")
 
 
 def write_page(doc: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path:
-    """Write the self-contained interactive page (index.html, app.js, style.css, data.js) to ``out_dir``.
+    """Write the self-contained interactive page (index.html, its scripts and style, data.js) to ``out_dir``.
 
     data.js carries ``doc`` (the library's numbers) as a script, so the page works opened
     straight from disk (browsers refuse fetch() on file://) and needs no network.

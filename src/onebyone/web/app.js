@@ -10,6 +10,8 @@
 
 (function () {
   const DATA = window.ONEBYONE_DATA;
+  const PAGE = window.ONEBYONE_PAGE;
+  const { byId, el, fmt, commas } = PAGE;
 
   // Caps that keep the page responsive and the numbers finite; each has its own message.
   const LIMITS = {
@@ -23,21 +25,6 @@
   const WHOLE = /^\+?\d+$/;
 
   // ------------------------------------------------------------------ helpers
-
-  function byId(id) {
-    return document.getElementById(id);
-  }
-
-  function el(tag, attrs, children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (key === "text") node.textContent = value;
-      else if (key === "className") node.className = value;
-      else node.setAttribute(key, value);
-    }
-    for (const child of children || []) node.append(child);
-    return node;
-  }
 
   // A number the reader typed: {value} or {error} naming the field and what was expected.
   function parseNumber(text, label) {
@@ -59,13 +46,6 @@
     if (v < min) return { error: `${label} = ${t} is too small: at least ${min}` };
     if (v > max) return { error: `${label} = ${t} is too large: at most ${max}` };
     return { value: v };
-  }
-
-  // As a reader writes a number: 1.1, not 1.1000000000000003.
-  function fmt(v) {
-    if (!Number.isFinite(v)) return "\u2013";
-    const r = Math.round(v * 1e4) / 1e4;
-    return String(r === 0 ? 0 : r);
   }
 
   function showErrors(box, errors) {
@@ -113,10 +93,6 @@
 
   function mapBlock(title, table) {
     return el("div", { className: "map" }, [el("div", { className: "map-title", text: title }), table]);
-  }
-
-  function commas(n) {
-    return typeof n === "bigint" ? n.toLocaleString("en-US") : Math.round(n).toLocaleString("en-US");
   }
 
   function bytes(n) {
@@ -751,6 +727,7 @@
     renderDepth();
     renderInception();
     renderSeed();
+    for (const render of PAGE.sections) render(DATA);
     byId("footer").textContent = `Numbers computed by onebyone ${DATA.onebyone}; this page makes no network requests.`;
     document.body.dataset.ready = "true";
   }
