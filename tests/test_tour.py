@@ -109,5 +109,8 @@ def test_interrupt_then_full_quick_run(tmp_path, sigint_ignored):
     missing = [h for h in links if not Path(unquote(urlparse(h).path)).exists()]
     assert missing == [], f"links to missing files: {missing}"
     assert all(h.startswith("file://") for h in links), links
+    # the trained NiN's page: its section 8 filled in
+    assert any(h.endswith("/explain-nin/index.html") for h in links), links
+    assert '"trained":{"model":"nin_digits"' in (out / "explain-nin" / "data.js").read_text()
     assert outside == [], f"the report asked the network for {outside}"
     shutil.rmtree(out)

@@ -304,8 +304,9 @@ def test_library_sections_and_disagreements_are_shown(local, doc):
 
 
 def test_missing_data_gets_a_message(browser, page_dir, tmp_path):
-    for name in ("index.html", "app.js", "style.css"):
-        (tmp_path / name).write_bytes((page_dir / name).read_bytes())
+    for path in page_dir.iterdir():  # every file of the page but its data
+        if path.name != "data.js":
+            (tmp_path / path.name).write_bytes(path.read_bytes())
     w = Watched(browser, ("file://",))
     w.page.goto((tmp_path / "index.html").as_uri())
     w.page.wait_for_selector("#load-msg", state="visible", timeout=10_000)
@@ -357,3 +358,136 @@ def test_served_page(browser, tmp_path, sigint_ignored):
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
+
+
+# ------------------------------------------------------------ inside a trained network
+
+
+@pytest.fixture(scope="module")
+def trained_page(nin_run, doc, tmp_path_factory):
+    """The page with the trained NiN's section, on held-out images 0 and 5."""
+    from onebyone.data import load_digits
+    from onebyone.ops import set_backend
+    from onebyone.train import load_run
+
+    model, _ = load_run(nin_run)
+    before = set_backend("torch")  # the view's numbers are under test here, not conv1x1's timing
+    try:
+        view = explain.trained_view(model, load_digits(), images=[0, 5], name="nin_digits")
+    finally:
+        set_backend(before)
+    folder = tmp_path_factory.mktemp("trained-page")
+    explain.write_page({**doc, "trained": view}, folder)
+    return folder, view
+
+
+def _expected_pixel(nin_run, layer: str, image: int, k: int, i: int, j: int):
+    """The pixel's terms w[k,c] * x[c,i,j] and its value, from the run's weights and a hook: float64."""
+    import torch
+
+    from onebyone.data import load_digits
+    from onebyone.train import load_run
+
+    model, _ = load_run(nin_run)
+    module = model.get_submodule(layer)
+    seen = {}
+
+    def keep(m, inputs, output):
+        seen["x"] = inputs[0].detach().double().numpy()[0]
+
+    module.register_forward_hook(keep)
+    with torch.no_grad():
+        model(torch.from_numpy(load_digits().x_test[[image]]))
+    w = module.weight.detach().double().reshape(module.weight.shape[0], -1).numpy()
+    terms = w[k] * seen["x"][:, i, j]
+    value = conv1x1_reference(seen["x"], w)[k, i, j]
+    return terms, value
+
+
+def _click_pixel(w: Watched, canvas: str, i: int, j: int, h: int, wd: int) -> None:
+    box = w.page.locator(canvas).bounding_box()
+    w.page.locator(canvas).click(position={"x": (j + 0.5) * box["width"] / wd, "y": (i + 0.5) * box["height"] / h})
+
+
+def _check_arith(w: Watched, nin_run, layer: str, image: int, k: int, i: int, j: int) -> None:
+    terms, value = _expected_pixel(nin_run, layer, image, k, i, j)
+    arith = w.page.eval_on_selector("#trained-arith", "e => ({...e.dataset})")
+    assert (int(arith["k"]), int(arith["i"]), int(arith["j"])) == (k, i, j)
+    shown = w.page.eval_on_selector_all("#trained-arith tr.term", "els => els.map(e => ({...e.dataset}))")
+    order = np.argsort(-np.abs(terms), kind="stable")
+    assert len(shown) == 8
+    for row, c in zip(shown, order[:8]):
+        assert abs(abs(float(row["term"])) - abs(terms[c])) <= 1e-5  # the largest first
+        assert float(row["term"]) == pytest.approx(terms[int(row["c"])], abs=1e-5)
+        assert float(row["term"]) == pytest.approx(float(row["w"]) * float(row["x"]), abs=1e-12)
+    rest = w.page.eval_on_selector("#trained-arith tr.rest", "e => ({...e.dataset})")
+    assert int(rest["count"]) == len(terms) - 8
+    folded = np.delete(terms, [int(r["c"]) for r in shown])
+    assert float(rest["sum"]) == pytest.approx(folded.sum(), abs=1e-5)
+    assert float(arith["sum"]) == pytest.approx(terms.sum(), abs=1e-5)  # no bias in NiN's 1x1 layers
+    assert float(arith["library"]) == pytest.approx(value, abs=1e-5)
+    text = w.page.inner_text("#trained-arith")
+    assert f"y[{k}, {i}, {j}] = b[{k}]" in text and "onebyone.conv1x1:" in text
+
+
+def test_trained_section_pixel_terms_match_the_library(browser, nin_run, trained_page):
+    folder, view = trained_page
+    w = Watched(browser, ("file://",))
+    w.open((folder / "index.html").as_uri())
+    assert w.page.is_visible("#trained-body") and not w.page.is_visible("#trained-absent")
+    labels = w.page.eval_on_selector_all("#trained-image option", "els => els.map(e => e.textContent)")
+    assert labels == [f"#{im['index']}: a {im['label_name']}, predicted {im['prediction_name']}" for im in view["images"]]
+    w.page.select_option("#trained-image", "1")
+    w.page.select_option("#trained-layer", "2")
+    layer = view["layers"][2]
+    assert f"{layer['name']} (Conv1x1): 128 x 4 x 4" in w.page.inner_text("#trained-layer-info")
+    assert w.page.locator("#trained-inputs canvas").count() == 128
+    assert w.page.locator("#trained-outputs canvas").count() == 128
+    _click_pixel(w, "#trained-out-5", 2, 1, 4, 4)
+    _check_arith(w, nin_run, layer["name"], 5, 5, 2, 1)
+    # the rank table and the two-digit question are the library's numbers
+    rows = w.page.eval_on_selector_all("#trained-ranks tr[data-rank]", "els => els.map(e => ({...e.dataset}))")
+    assert [(int(r["rank"]), float(r["accuracy"])) for r in rows] == [
+        (r["rank"], pytest.approx(r["accuracy"])) for r in layer["rank_accuracy"]]
+    sep = layer["separation"]
+    assert f"output channel {sep['channel']} of this layer tells them apart best" in w.page.inner_text("#trained-pair")
+    w.page.click("#trained-show-pair")
+    assert int(w.page.eval_on_selector("#trained-arith", "e => e.dataset.k")) == sep["channel"]
+    assert w.errors == []
+    assert all(u.startswith("file://") for u in w.requests), w.requests
+    w.close()
+
+
+def test_page_without_a_network_says_how_to_get_one(local):
+    assert local.page.is_visible("#trained-absent") and not local.page.is_visible("#trained-body")
+    assert "onebyone explain --run run --html page" in local.page.inner_text("#trained-absent")
+    local.page.click("#digits a[href='#trained']")
+
+
+def test_trained_section_served(browser, nin_run, tmp_path, sigint_ignored):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onebyone", "explain", "--run", str(nin_run), "--images", "3", "--serve",
+         "--port", "0", "--no-timing", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_ignored,
+    )
+    try:
+        url = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+            if found:
+                url = found.group(0)
+                break
+        assert url, proc.stderr.read() if proc.stderr else "no URL printed"
+        w = Watched(browser, (url,))
+        w.open(url)
+        w.page.select_option("#trained-layer", "5")  # block 3's last 1x1: 128 -> 10 on 2 x 2 maps
+        _click_pixel(w, "#trained-out-7", 1, 0, 2, 2)
+        _check_arith(w, nin_run, "features.block3.mlp2.conv", 3, 7, 1, 0)
+        assert w.requests and all(u.startswith(url) for u in w.requests), w.requests
+        assert w.errors == []
+        w.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err

@@ -7,7 +7,8 @@ HTML report (``index.html`` in the output folder):
    with the computation, and the interactive page;
 2. the dimensionality-reduction example (1 x 50 x 600 x 600 -> 20) timed here:
    conv1x1 against F.conv2d, and the fraction of the machine's roofline;
-3. NiN and its no-1x1 ablation trained on the embedded digits, side by side;
+3. NiN and its no-1x1 ablation trained on the embedded digits, side by side, and the page
+   that shows the trained NiN's 1x1 layers on held-out digits;
 4. GoogLeNet's cost: the share of multiply-adds and parameters in 1x1 layers, and the
    Inception 5x5 reduction example;
 5. the NiN of step 3 compressed with 1x1 bottlenecks (onebyone.compress) and fine-tuned:
@@ -170,9 +171,15 @@ def _step_train(ctx: _Context) -> Section:
     )
     full, ablated = result.rows[0], result.rows[1]
     epochs = full["epochs"]
+    page, view = _trained_page(ctx, folder / "nin_digits")
     delta = 100 * (full["test_accuracy"] - ablated["test_accuracy"])
     figures = [((folder / "compare.png").relative_to(ctx.out).as_posix(), "NiN and its no-1x1 ablation")]
-    links = [("training/compare.json", "the comparison (JSON)")]
+    links = [
+        (page.relative_to(ctx.out).as_posix(),
+         "the trained NiN's 1x1 layers on held-out digits: its inputs, weights and outputs, a pixel's sum, "
+         "the ranks its weights need (interactive page)"),
+        ("training/compare.json", "the comparison (JSON)"),
+    ]
     for row in result.rows:
         run = folder / row["model"]
         for png in sorted(run.glob("*.png")):
@@ -192,6 +199,7 @@ def _step_train(ctx: _Context) -> Section:
             f"without them {100 * ablated['test_accuracy']:.2f}% ({delta:+.2f} points for the 1x1 layers), "
             f"at {full['params'] / max(ablated['params'], 1):.2f}x the parameters and "
             f"{full['macs'] / max(ablated['macs'], 1):.2f}x the multiply-adds.",
+            _trained_line(view),
         ],
         table=[
             ["model", "change", "test accuracy", "params", "M MACs", "seconds"],
@@ -210,6 +218,28 @@ def _step_train(ctx: _Context) -> Section:
         figures=figures,
         links=links,
     )
+
+
+def _trained_page(ctx: _Context, run: Path) -> tuple[Path, dict]:
+    """The interactive page with the trained NiN's 1x1 layers (section 8), on its first held-out 2 and 3."""
+    from .data import load_digits
+    from .train import load_run
+
+    model, _ = load_run(run)
+    doc = explain.examples(timing=False)
+    view = explain.trained_view(model, load_digits(), name="nin_digits")
+    doc["trained"] = view
+    return explain.write_page(doc, ctx.out / "explain-nin"), view
+
+
+def _trained_line(view: dict) -> str:
+    last = view["layers"][-1]
+    sep = last["separation"]
+    line = (f"Inside it: the last 1x1 layer ({last['in_channels']} -> {last['out_channels']}) keeps 90% of its "
+            f"weights' energy in rank {last['rank_90']} of {last['full_rank']}")
+    if sep is None:
+        return line + "."
+    return line + f"; its output channel {sep['channel']} tells a 2 from a 3 best (d' = {sep['dprime']:.1f})."
 
 
 # -------------------------------------------------------------------- step 4
