@@ -257,16 +257,17 @@ def test_writing_into_a_file_is_refused(doc, tmp_path):
 def test_page_is_self_contained(doc, tmp_path):
     index = explain.write_page(doc, tmp_path)
     names = sorted(os.listdir(tmp_path))
-    assert names == ["app.js", "data.js", "index.html", "style.css"]
+    assert names == ["app.js", "common.js", "data.js", "index.html", "style.css", "trained.js"]
     data = (tmp_path / "data.js").read_text()
     prefix = "window.ONEBYONE_DATA = "
     assert data.startswith(prefix)
     assert json.loads(data[len(prefix) :].rstrip().rstrip(";")) == json.loads(json.dumps(doc))
-    for name in ("index.html", "app.js", "style.css"):
+    for name in ("index.html", "common.js", "trained.js", "app.js", "style.css"):
         text = (tmp_path / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
         assert "@import" not in text and "fetch(" not in text, name
-    assert 'src="data.js"' in index.read_text()
+    html = index.read_text()
+    assert all(f'src="{name}"' in html for name in ("data.js", "common.js", "trained.js", "app.js"))
 
 
 def test_page_server_serves_on_loopback(doc, tmp_path):

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread_torch_kernels")
 
 
 def test_a_run_is_explained_end_to_end(nin_run, tmp_path, capsys):
-    assert main(["explain", "--run", str(nin_run), "--images", "0,5", "--no-timing", "--quiet", "--json"]) == 0
+    assert (
+        main(["explain", "--run", str(nin_run), "--images", "0,5", "--no-timing", "--quiet", "--json"]) == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     view = doc["trained"]
     assert view["model"] == "nin_digits" and view["data"] == "digits"
@@ -42,11 +44,16 @@ def test_a_run_is_explained_end_to_end(nin_run, tmp_path, capsys):
     with torch.no_grad():
         model(torch.from_numpy(load_digits().x_test[[0, 5]]))
     w = module.weight.detach().double().reshape(module.weight.shape[0], -1).numpy()
-    np.testing.assert_allclose(decode_array(layer["outputs"][1]), conv1x1_reference(seen["x"][1], w), atol=1e-5)
+    np.testing.assert_allclose(
+        decode_array(layer["outputs"][1]), conv1x1_reference(seen["x"][1], w), atol=1e-5
+    )
     assert view["compress_command"].startswith(f"onebyone compress {nin_run}")
 
     # the text and the page carry it too
-    assert main(["explain", "--run", str(nin_run), "--no-timing", "--quiet", "--html", str(tmp_path / "page")]) == 0
+    assert (
+        main(["explain", "--run", str(nin_run), "--no-timing", "--quiet", "--html", str(tmp_path / "page")])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "8. Inside a trained network: nin_digits on digits" in text and "features.block3.mlp2.conv" in text
     data_js = (tmp_path / "page" / "data.js").read_text()
@@ -55,8 +62,23 @@ def test_a_run_is_explained_end_to_end(nin_run, tmp_path, capsys):
 
 def test_a_model_and_its_weights(nin_run, capsys):
     weights = str(nin_run / "model.safetensors")
-    assert main(["explain", "--model", "nin_digits", "--weights", weights, "--images", "7", "--no-timing",
-                 "--quiet", "--json"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                "nin_digits",
+                "--weights",
+                weights,
+                "--images",
+                "7",
+                "--no-timing",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     view = json.loads(capsys.readouterr().out)["trained"]
     assert [im["index"] for im in view["images"]] == [7] and view["data"] == "digits"  # 1 x 8 x 8: digits
 
@@ -65,14 +87,16 @@ def test_a_model_and_its_weights(nin_run, capsys):
 def no_1x1(tmp_path):
     """A network of the user's own, with no 1x1 layer, and weights that fit it."""
     path = tmp_path / "net.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         from torch import nn
 
         def plain():
             net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10))
             net.default_input_size = (1, 8, 8)
             return net
-    """))
+    """)
+    )
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("net", path)
@@ -90,9 +114,14 @@ def test_bad_input_gets_one_line_and_exit_2(nin_run, no_1x1, tmp_path, capsys):
     cases = [
         (["--run", str(not_a_run)], "is not a training run"),
         (["--run", str(tmp_path / "missing")], "not a folder"),
-        (["--model", "googlenet_digits", "--weights", str(nin_run / "model.safetensors")],
-         "do not fit googlenet_digits"),
-        (["--model", "nin_digits", "--weights", str(nin_run / "config.json")], "not a readable safetensors file"),
+        (
+            ["--model", "googlenet_digits", "--weights", str(nin_run / "model.safetensors")],
+            "do not fit googlenet_digits",
+        ),
+        (
+            ["--model", "nin_digits", "--weights", str(nin_run / "config.json")],
+            "not a readable safetensors file",
+        ),
         (["--model", "nin_digits"], "needs --weights"),
         (["--run", str(nin_run), "--images", "0,360"], "image index 360 is out of range"),
         (["--run", str(nin_run), "--images", "0,x"], "expected held-out image indices"),

@@ -46,8 +46,12 @@ def mixed():
 
 def _captured_inputs(model, names, x):
     seen = {}
-    hooks = [model.get_submodule(n).register_forward_hook(
-        lambda m, i, o, n=n: seen.__setitem__(n, i[0].detach().double().numpy())) for n in names]
+    hooks = [
+        model.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n: seen.__setitem__(n, i[0].detach().double().numpy())
+        )
+        for n in names
+    ]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -75,16 +79,21 @@ def test_layers_found_and_their_numbers_follow_the_definition(mixed, digits):
             x_in = decode_array(layer["inputs"][n])
             # what reached the layer, as a separate pass computes it (to float32 rounding)
             np.testing.assert_allclose(x_in, inputs[layer["name"]][n], rtol=1e-5, atol=1e-6)
-            expected = conv1x1_reference(x_in, wk, module.bias.detach().double().numpy(),
-                                         stride=module.stride, groups=module.groups)
+            expected = conv1x1_reference(
+                x_in, wk, module.bias.detach().double().numpy(), stride=module.stride, groups=module.groups
+            )
             np.testing.assert_allclose(decode_array(layer["outputs"][n]), expected, atol=1e-5)
         assert layer["check"]["max_abs_diff_reference"] < 1e-5
         assert layer["check"]["max_abs_diff_layer_output"] < 1e-5
         s = np.linalg.svd(decode_array(layer["weight"]).astype(np.float64), compute_uv=False)
         np.testing.assert_allclose(layer["singular_values"], s, rtol=1e-5)
-        assert 1 <= layer["rank_90"] <= layer["rank_99"] <= layer["full_rank"] == min(layer["weight"]["shape"])
+        assert (
+            1 <= layer["rank_90"] <= layer["rank_99"] <= layer["full_rank"] == min(layer["weight"]["shape"])
+        )
         energy = np.cumsum(s**2) / np.sum(s**2)
-        assert energy[layer["rank_90"] - 1] >= 0.9 - 1e-9 and (layer["rank_90"] == 1 or energy[layer["rank_90"] - 2] < 0.9)
+        assert energy[layer["rank_90"] - 1] >= 0.9 - 1e-9 and (
+            layer["rank_90"] == 1 or energy[layer["rank_90"] - 2] < 0.9
+        )
         # asked ranks above the full rank are clipped to it; full rank is the network unchanged
         assert [r["rank"] for r in layer["rank_accuracy"]] == [1, 2, layer["full_rank"]]
         assert layer["rank_accuracy"][-1]["accuracy"] == pytest.approx(view["accuracy"], abs=1e-9)
@@ -118,7 +127,9 @@ def test_the_two_digits_question(mixed, digits):
 
 def test_bad_input_is_refused(mixed, digits):
     n = len(digits.y_test)
-    with pytest.raises(ValueError, match=f"image index {n} is out of range: the held-out split has {n} images"):
+    with pytest.raises(
+        ValueError, match=f"image index {n} is out of range: the held-out split has {n} images"
+    ):
         trained_view(mixed, digits, images=[0, n])
     with pytest.raises(ValueError, match="at most 8"):
         trained_view(mixed, digits, images=list(range(9)))

@@ -406,7 +406,8 @@ def _expected_pixel(nin_run, layer: str, image: int, k: int, i: int, j: int):
 
 def _click_pixel(w: Watched, canvas: str, i: int, j: int, h: int, wd: int) -> None:
     box = w.page.locator(canvas).bounding_box()
-    w.page.locator(canvas).click(position={"x": (j + 0.5) * box["width"] / wd, "y": (i + 0.5) * box["height"] / h})
+    x, y = (j + 0.5) * box["width"] / wd, (i + 0.5) * box["height"] / h
+    w.page.locator(canvas).click(position={"x": x, "y": y})
 
 
 def _check_arith(w: Watched, nin_run, layer: str, image: int, k: int, i: int, j: int) -> None:
@@ -416,7 +417,7 @@ def _check_arith(w: Watched, nin_run, layer: str, image: int, k: int, i: int, j:
     shown = w.page.eval_on_selector_all("#trained-arith tr.term", "els => els.map(e => ({...e.dataset}))")
     order = np.argsort(-np.abs(terms), kind="stable")
     assert len(shown) == 8
-    for row, c in zip(shown, order[:8]):
+    for row, c in zip(shown, order[:8], strict=False):
         assert abs(abs(float(row["term"])) - abs(terms[c])) <= 1e-5  # the largest first
         assert float(row["term"]) == pytest.approx(terms[int(row["c"])], abs=1e-5)
         assert float(row["term"]) == pytest.approx(float(row["w"]) * float(row["x"]), abs=1e-12)
@@ -436,7 +437,9 @@ def test_trained_section_pixel_terms_match_the_library(browser, nin_run, trained
     w.open((folder / "index.html").as_uri())
     assert w.page.is_visible("#trained-body") and not w.page.is_visible("#trained-absent")
     labels = w.page.eval_on_selector_all("#trained-image option", "els => els.map(e => e.textContent)")
-    assert labels == [f"#{im['index']}: a {im['label_name']}, predicted {im['prediction_name']}" for im in view["images"]]
+    assert labels == [
+        f"#{im['index']}: a {im['label_name']}, predicted {im['prediction_name']}" for im in view["images"]
+    ]
     w.page.select_option("#trained-image", "1")
     w.page.select_option("#trained-layer", "2")
     layer = view["layers"][2]
@@ -446,11 +449,12 @@ def test_trained_section_pixel_terms_match_the_library(browser, nin_run, trained
     _click_pixel(w, "#trained-out-5", 2, 1, 4, 4)
     _check_arith(w, nin_run, layer["name"], 5, 5, 2, 1)
     # the rank table and the two-digit question are the library's numbers
-    rows = w.page.eval_on_selector_all("#trained-ranks tr[data-rank]", "els => els.map(e => ({...e.dataset}))")
+    rows = w.page.eval_on_selector_all("#trained-ranks tr[data-rank]", "e => e.map(r => ({...r.dataset}))")
     assert [(int(r["rank"]), float(r["accuracy"])) for r in rows] == [
         (r["rank"], pytest.approx(r["accuracy"])) for r in layer["rank_accuracy"]]
     sep = layer["separation"]
-    assert f"output channel {sep['channel']} of this layer tells them apart best" in w.page.inner_text("#trained-pair")
+    told = f"output channel {sep['channel']} of this layer tells them apart best"
+    assert told in w.page.inner_text("#trained-pair")
     w.page.click("#trained-show-pair")
     assert int(w.page.eval_on_selector("#trained-arith", "e => e.dataset.k")) == sep["channel"]
     assert w.errors == []
@@ -489,5 +493,5 @@ def test_trained_section_served(browser, nin_run, tmp_path, sigint_ignored):
         w.close()
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err

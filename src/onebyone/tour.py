@@ -235,8 +235,8 @@ def _trained_page(ctx: _Context, run: Path) -> tuple[Path, dict]:
 def _trained_line(view: dict) -> str:
     last = view["layers"][-1]
     sep = last["separation"]
-    line = (f"Inside it: the last 1x1 layer ({last['in_channels']} -> {last['out_channels']}) keeps 90% of its "
-            f"weights' energy in rank {last['rank_90']} of {last['full_rank']}")
+    line = (f"Inside it: the last 1x1 layer ({last['in_channels']} -> {last['out_channels']}) keeps 90% "
+            f"of its weights' energy in rank {last['rank_90']} of {last['full_rank']}")
     if sep is None:
         return line + "."
     return line + f"; its output channel {sep['channel']} tells a 2 from a 3 best (d' = {sep['dprime']:.1f})."

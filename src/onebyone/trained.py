@@ -34,24 +34,30 @@ def load_trained(source: str | os.PathLike[str], weights: str | os.PathLike[str]
     path = Path(source)
     if path.is_dir():
         if weights is not None:
-            raise ValueError(f"{str(path)!r} is a folder that brings its own weights; weights go with a model "
-                             f"name, not a folder")
+            raise ValueError(
+                f"{str(path)!r} is a folder that brings its own weights; weights go with a model "
+                f"name, not a folder"
+            )
         from .compress.folder import is_compressed, load_compressed
 
         if is_compressed(path):
             model, description = load_compressed(path)
             return Trained(model, description["base"], description.get("data"), description)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{str(path)!r} is not a training run (no config.json) nor a compressed "
-                                    f"model (no compressed.json): expected a folder written by onebyone train "
-                                    f"or onebyone compress")
+            raise FileNotFoundError(
+                f"{str(path)!r} is not a training run (no config.json) nor a compressed "
+                f"model (no compressed.json): expected a folder written by onebyone train "
+                f"or onebyone compress"
+            )
         from .train import load_run
 
         model, config = load_run(path)
         return Trained(model, config["model"], config.get("data"), config)
     if weights is None:
-        raise ValueError(f"{str(source)!r} needs its trained weights (a .safetensors file); a training run's "
-                         f"folder brings its own")
+        raise ValueError(
+            f"{str(source)!r} needs its trained weights (a .safetensors file); a training run's "
+            f"folder brings its own"
+        )
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

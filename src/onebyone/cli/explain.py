@@ -59,17 +59,28 @@ def _explain_parser(p: argparse.ArgumentParser) -> None:
     net = p.add_argument_group(
         "inside a trained network", "add the section that shows the learned 1x1 layers of a network"
     )
-    net.add_argument("--run", metavar="DIR",
-                     help="a folder written by `onebyone train` (or `onebyone compress`)")
-    net.add_argument("--model", metavar="M",
-                     help="a registered model, path/to/file.py:factory or package.module:factory (with --weights)")
+    net.add_argument(
+        "--run", metavar="DIR", help="a folder written by `onebyone train` (or `onebyone compress`)"
+    )
+    net.add_argument(
+        "--model",
+        metavar="M",
+        help="a registered model, path/to/file.py:factory or package.module:factory (with --weights)",
+    )
     net.add_argument("--weights", metavar="W.safetensors", help="the trained weights of --model")
-    net.add_argument("--data", metavar="D",
-                     help="its held-out images: digits, an IDX or CIFAR-10 folder (default: the run's own data; "
-                          "digits for a model of 1 x 8 x 8 images)")
-    net.add_argument("--images", type=_indices, metavar="I,J,...",
-                     help="held-out images whose activations the page carries, such as 0,5,17 (default: the "
-                          "first held-out 2 and 3)")
+    net.add_argument(
+        "--data",
+        metavar="D",
+        help="its held-out images: digits, an IDX or CIFAR-10 folder (default: the run's own data; "
+        "digits for a model of 1 x 8 x 8 images)",
+    )
+    net.add_argument(
+        "--images",
+        type=_indices,
+        metavar="I,J,...",
+        help="held-out images whose activations the page carries, such as 0,5,17 (default: the "
+        "first held-out 2 and 3)",
+    )
 
 
 def _trained_section(args: argparse.Namespace) -> dict | None:
@@ -100,12 +111,18 @@ def _trained_section(args: argparse.Namespace) -> dict | None:
         data = "digits"
     if data is None:
         raise UsageError(f"--data D: which held-out images should {trained.spec} be shown on?")
-    view = trained_view(trained.model, load_dataset(data), images=args.images, name=trained.spec,
-                        progress=not args.quiet and sys.stderr.isatty())
+    view = trained_view(
+        trained.model,
+        load_dataset(data),
+        images=args.images,
+        name=trained.spec,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
     source = [args.run] if args.run is not None else [args.model, "--weights", args.weights]
     data_arg = [] if args.data is None else ["--data", args.data]
-    view["compress_command"] = shlex.join(["onebyone", "compress", *source, *data_arg, "--rank", "energy:0.9",
-                                           "--out", "smaller"])
+    view["compress_command"] = shlex.join(
+        ["onebyone", "compress", *source, *data_arg, "--rank", "energy:0.9", "--out", "smaller"]
+    )
     return view
 
 

@@ -233,7 +233,8 @@ def render_trained_lines(view: dict[str, Any]) -> list[str]:
                    f"channels, {' x '.join(map(str, layer['input_size'][1:]))} -> "
                    f"{' x '.join(map(str, layer['output_size'][1:]))} maps" + (f"; {place}" if place else ""))
         out.append(f"  rank for 90% / 99% of the weights' energy: {layer['rank_90']} / {layer['rank_99']} "
-                   f"of {layer['full_rank']}; |conv1x1 - reference| <= {layer['check']['max_abs_diff_reference']:.1e}")
+                   f"of {layer['full_rank']}; |conv1x1 - reference| <= "
+                   f"{layer['check']['max_abs_diff_reference']:.1e}")
         out.append("  held-out accuracy with the layer at rank r: " + ", ".join(
             f"r={row['rank']} {100 * row['accuracy']:.1f}%" for row in layer["rank_accuracy"]))
         sep = layer.get("separation")

@@ -67,7 +67,7 @@ def _pair(stride: Any) -> tuple[int, int]:
     return int(s[0]), int(s[1])
 
 
-def _dense_weight(m: nn.Module) -> Tensor:
+def _dense_weight(m: Any) -> Tensor:
     """The K x C matrix of the layer; a grouped layer's is block-diagonal."""
     k, cg = m.weight.shape[0], m.weight.shape[1]
     g = m.groups
@@ -75,11 +75,11 @@ def _dense_weight(m: nn.Module) -> Tensor:
     dense = torch.zeros(k, cg * g)
     kg = k // g
     for i in range(g):
-        dense[i * kg:(i + 1) * kg, i * cg:(i + 1) * cg] = w[i * kg:(i + 1) * kg]
+        dense[i * kg : (i + 1) * kg, i * cg : (i + 1) * cg] = w[i * kg : (i + 1) * kg]
     return dense
 
 
-def _bias(m: nn.Module) -> Tensor | None:
+def _bias(m: Any) -> Tensor | None:
     return None if m.bias is None else m.bias.detach().float()
 
 
@@ -97,7 +97,9 @@ def _hooks(modules: Sequence[nn.Module], hook: Any) -> Iterator[None]:
             h.remove()
 
 
-def _check_images(images: Sequence[int] | None, labels: np.ndarray, pair_ids: tuple[int, int] | None) -> list[int]:
+def _check_images(
+    images: Sequence[int] | None, labels: np.ndarray, pair_ids: tuple[int, int] | None
+) -> list[int]:
     n = len(labels)
     if images is None:
         if pair_ids is not None:
@@ -107,14 +109,20 @@ def _check_images(images: Sequence[int] | None, labels: np.ndarray, pair_ids: tu
     if not images:
         raise ValueError("images: choose at least one held-out image")
     if len(images) > MAX_IMAGES:
-        raise ValueError(f"images: at most {MAX_IMAGES} (the page carries their activations), got {len(images)}")
+        raise ValueError(
+            f"images: at most {MAX_IMAGES} (the page carries their activations), got {len(images)}"
+        )
     for i in images:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < n:
-            raise ValueError(f"image index {i!r} is out of range: the held-out split has {n} images (0 to {n - 1})")
+            raise ValueError(
+                f"image index {i!r} is out of range: the held-out split has {n} images (0 to {n - 1})"
+            )
     return [int(i) for i in images]
 
 
-def _pair_ids(classes: Sequence[str], pair: Sequence[str] | None, labels: np.ndarray) -> tuple[int, int] | None:
+def _pair_ids(
+    classes: Sequence[str], pair: Sequence[str] | None, labels: np.ndarray
+) -> tuple[int, int] | None:
     if pair is None:
         return None
     if len(pair) != 2 or pair[0] == pair[1]:
@@ -162,7 +170,7 @@ def _predict(model: nn.Module, x: Tensor, hooks: tuple[list[nn.Module], Any] | N
     preds = []
     with _hooks(modules, hook), torch.no_grad():
         for start in range(0, len(x), _BATCH):
-            preds.append(model(x[start:start + _BATCH]).argmax(1))
+            preds.append(model(x[start : start + _BATCH]).argmax(1))
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
@@ -176,8 +184,13 @@ def _low_rank_hook(m: nn.Module, u: np.ndarray, s: np.ndarray, vt: np.ndarray, r
     return hook
 
 
-def _separation(mx: dict[int, np.ndarray], dense: np.ndarray, bias: np.ndarray | None, pair: tuple[int, int],
-                names: Sequence[str]) -> dict[str, Any]:
+def _separation(
+    mx: dict[int, np.ndarray],
+    dense: np.ndarray,
+    bias: np.ndarray | None,
+    pair: tuple[int, int],
+    names: Sequence[str],
+) -> dict[str, Any]:
     """The output channel that tells the two classes apart best, and the inputs that carry it."""
     a, b = pair
     z = {c: mx[c] @ dense.T + (0.0 if bias is None else bias) for c in (a, b)}  # n x K spatial means
@@ -191,14 +204,19 @@ def _separation(mx: dict[int, np.ndarray], dense: np.ndarray, bias: np.ndarray |
     order = np.argsort(-np.abs(contrib))
     total_abs = float(np.abs(contrib).sum()) or 1.0
     top = [
-        {"channel": int(c), "weight": float(dense[k, c]), "input_difference": float(dx[c]),
-         "contribution": float(contrib[c]), "share": float(abs(contrib[c]) / total_abs)}
+        {
+            "channel": int(c),
+            "weight": float(dense[k, c]),
+            "input_difference": float(dx[c]),
+            "contribution": float(contrib[c]),
+            "share": float(abs(contrib[c]) / total_abs),
+        }
         for c in order[:6]
     ]
     ranked = np.argsort(-dprime)[:5]
     return {
         "classes": [str(names[a]), str(names[b])],
-        "images": [int(len(mx[a])), int(len(mx[b]))],
+        "images": [len(mx[a]), len(mx[b])],
         "channel": k,
         "dprime": float(dprime[k]),
         "mean": [float(mean[a][k]), float(mean[b][k])],
@@ -238,10 +256,13 @@ def trained_view(
 
     layers = pointwise_layers(model)
     if not layers:
-        raise ValueError(f"{name or type(model).__name__} has no 1x1 layer (Conv1x1 or nn.Conv2d with a 1 x 1 "
-                         f"kernel and no padding): nothing to explain")
-    if ranks is not None and (not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1
-                                               for r in ranks)):
+        raise ValueError(
+            f"{name or type(model).__name__} has no 1x1 layer (Conv1x1 or nn.Conv2d with a 1 x 1 "
+            f"kernel and no padding): nothing to explain"
+        )
+    if ranks is not None and (
+        not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks)
+    ):
         raise ValueError(f"ranks must be positive ints, got {list(ranks)!r}")
     if isinstance(eval_images, bool) or not isinstance(eval_images, int) or eval_images < 1:
         raise ValueError(f"eval_images must be a positive int, got {eval_images!r}")
@@ -253,8 +274,10 @@ def trained_view(
     chosen = _check_images(images, y_test, pair_ids)
     expected = getattr(model, "default_input_size", None)
     if expected is not None and tuple(expected) != tuple(x_test.shape[1:]):
-        raise ValueError(f"{name or type(model).__name__} takes {' x '.join(map(str, expected))} images but the "
-                         f"data has {' x '.join(map(str, x_test.shape[1:]))}")
+        raise ValueError(
+            f"{name or type(model).__name__} takes {' x '.join(map(str, expected))} images but the "
+            f"data has {' x '.join(map(str, x_test.shape[1:]))}"
+        )
 
     modules = [m for _, m in layers]
     x_chosen = x_test[chosen]
@@ -267,8 +290,10 @@ def trained_view(
         with _hooks(modules, capture), torch.no_grad():
             logits = model(x_chosen)
     except RuntimeError as exc:
-        raise ValueError(f"{name or type(model).__name__} cannot run on the data's "
-                         f"{' x '.join(map(str, x_test.shape[1:]))} images ({str(exc).splitlines()[0]})") from None
+        raise ValueError(
+            f"{name or type(model).__name__} cannot run on the data's "
+            f"{' x '.join(map(str, x_test.shape[1:]))} images ({str(exc).splitlines()[0]})"
+        ) from None
     order = _order(model, x_chosen[:1])
 
     n_eval = min(eval_images, len(x_test))
@@ -282,7 +307,7 @@ def trained_view(
             xs = x_test[torch.from_numpy(np.flatnonzero(y_test == c)[:PAIR_IMAGES])]
             acc: dict[nn.Module, list[np.ndarray]] = {m: [] for m in modules}
 
-            def mean_hook(m: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            def mean_hook(m: nn.Module, inputs: tuple[Tensor, ...], output: Tensor, acc=acc) -> None:
                 sh, sw = _pair(m.stride)
                 acc[m].append(inputs[0].detach().float()[:, :, ::sh, ::sw].mean((2, 3)).double().numpy())
 
@@ -297,68 +322,97 @@ def trained_view(
         dense = _dense_weight(m)
         bias = _bias(m)
         stride, act = _pair(m.stride), _activation(m)
-        z = conv1x1(x_in, m.weight.detach().float().reshape(m.weight.shape[0], -1), bias, stride=stride,
-                    groups=m.groups)
-        z_ref = conv1x1_reference(x_in.double().numpy(), m.weight.detach().double().reshape(m.weight.shape[0], -1)
-                                  .numpy(), None if bias is None else bias.double().numpy(),
-                                  stride=stride, groups=m.groups)
+        z = conv1x1(
+            x_in,
+            m.weight.detach().float().reshape(m.weight.shape[0], -1),
+            bias,
+            stride=stride,
+            groups=m.groups,
+        )
+        z_ref = conv1x1_reference(
+            x_in.double().numpy(),
+            m.weight.detach().double().reshape(m.weight.shape[0], -1).numpy(),
+            None if bias is None else bias.double().numpy(),
+            stride=stride,
+            groups=m.groups,
+        )
         y_act = z.clamp(min=0) if act == "relu" else z.clamp(0, 6) if act == "relu6" else z
         u, s, vt = np.linalg.svd(dense.double().numpy(), full_matrices=False)
         energy, r90, r99 = _energy_ranks(s)
         full = len(s)
-        scored = sorted({min(r, full) for r in ranks}) if ranks is not None else _default_ranks(full, r90, r99)
+        scored = (
+            sorted({min(r, full) for r in ranks}) if ranks is not None else _default_ranks(full, r90, r99)
+        )
         k, c = dense.shape
         rank_rows = []
         for r in scored:
             pred = _predict(model, x_eval, ([m], _low_rank_hook(m, u, s, vt, r)))
-            rank_rows.append({"rank": r, "accuracy": float((pred == y_eval).float().mean()),
-                              "params_fraction": r * (k + c) / (k * c)})
+            rank_rows.append(
+                {
+                    "rank": r,
+                    "accuracy": float((pred == y_eval).float().mean()),
+                    "params_fraction": r * (k + c) / (k * c),
+                }
+            )
         before, after = _neighbours(order, lname)
-        out_layers.append({
-            "name": lname,
-            "type": type(m).__name__,
-            "in_channels": int(c),
-            "out_channels": int(k),
-            "groups": int(m.groups),
-            "stride": list(stride),
-            "activation": act,
-            "has_bias": bias is not None,
-            "after": before,
-            "before": after,
-            "input_size": list(x_in.shape[1:]),
-            "output_size": list(z.shape[1:]),
-            "weight": _array(dense),
-            "bias": None if bias is None else _array(bias),
-            "inputs": [_array(x_in[i]) for i in range(len(chosen))],
-            "outputs": [_array(z[i]) for i in range(len(chosen))],
-            "check": {
-                "max_abs_diff_reference": float(np.max(np.abs(z.double().numpy() - z_ref))),
-                "max_abs_diff_layer_output": float((y_act - y_layer).abs().max()),
-            },
-            "singular_values": s.tolist(),
-            "energy": energy,
-            "rank_90": r90,
-            "rank_99": r99,
-            "full_rank": full,
-            "rank_accuracy": rank_rows,
-            "separation": None if pair_ids is None else _separation(
-                means[m], dense.double().numpy(), None if bias is None else bias.double().numpy(), pair_ids,
-                classes),
-        })
+        out_layers.append(
+            {
+                "name": lname,
+                "type": type(m).__name__,
+                "in_channels": int(c),
+                "out_channels": int(k),
+                "groups": int(m.groups),
+                "stride": list(stride),
+                "activation": act,
+                "has_bias": bias is not None,
+                "after": before,
+                "before": after,
+                "input_size": list(x_in.shape[1:]),
+                "output_size": list(z.shape[1:]),
+                "weight": _array(dense),
+                "bias": None if bias is None else _array(bias),
+                "inputs": [_array(x_in[i]) for i in range(len(chosen))],
+                "outputs": [_array(z[i]) for i in range(len(chosen))],
+                "check": {
+                    "max_abs_diff_reference": float(np.max(np.abs(z.double().numpy() - z_ref))),
+                    "max_abs_diff_layer_output": float((y_act - y_layer).abs().max()),
+                },
+                "singular_values": s.tolist(),
+                "energy": energy,
+                "rank_90": r90,
+                "rank_99": r99,
+                "full_rank": full,
+                "rank_accuracy": rank_rows,
+                "separation": None
+                if pair_ids is None
+                else _separation(
+                    means[m],
+                    dense.double().numpy(),
+                    None if bias is None else bias.double().numpy(),
+                    pair_ids,
+                    classes,
+                ),
+            }
+        )
 
     preds = logits.argmax(1).tolist()
     return {
         "model": name or type(model).__name__,
         "data": getattr(dataset, "name", "data"),
         "classes": classes,
-        "test_images": int(len(x_test)),
+        "test_images": len(x_test),
         "eval_images": int(n_eval),
         "accuracy": baseline,
         "images": [
-            {"index": i, "label": int(y_test[i]), "label_name": classes[int(y_test[i])],
-             "prediction": int(p), "prediction_name": classes[int(p)] if 0 <= int(p) < len(classes) else str(p),
-             "pixels": _array(x_test[i])}
-            for i, p in zip(chosen, preds)
+            {
+                "index": i,
+                "label": int(y_test[i]),
+                "label_name": classes[int(y_test[i])],
+                "prediction": int(p),
+                "prediction_name": classes[int(p)] if 0 <= int(p) < len(classes) else str(p),
+                "pixels": _array(x_test[i]),
+            }
+            for i, p in zip(chosen, preds, strict=False)
         ],
         "pair": None if pair_ids is None else [classes[pair_ids[0]], classes[pair_ids[1]]],
         "layers": out_layers,
