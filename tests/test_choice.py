@@ -5,6 +5,7 @@ reads, pins and clears the choices, and `onebyone tune`."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -364,3 +365,21 @@ def test_tune_bad_input_gets_one_line_and_exit_2(fresh_cache):
         done = _tune(fresh_cache, *args)
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr and words in done.stderr
+
+
+def test_fresh_outputs_are_charged_their_page_faults():
+    from onebyone.ops import choice
+    from onebyone.ops.pool import FRESH_BYTES, fault_seconds
+
+    per_page = fault_seconds()
+    assert 0 < per_page < 1e-3  # measured here: a page fault takes microseconds, not nothing
+    seconds = {"torch": 1e-3, "onednn": 1e-3}
+    sample = {"fraction": 0.25}
+    choice._charge_faults(seconds, sample, {"onednn": FRESH_BYTES * 2, "torch": FRESH_BYTES * 2})
+    pages = FRESH_BYTES * 2 // mmap.PAGESIZE
+    assert seconds["onednn"] == pytest.approx(1e-3 + per_page * pages * 0.25)
+    assert seconds["torch"] == seconds["onednn"] and sample["fault_seconds"]["onednn"] > 0
+    # an output under the allocator's mapping threshold is recycled by malloc: no charge
+    small = {"onednn": 1e-3}
+    choice._charge_faults(small, {"fraction": 1.0}, {"onednn": FRESH_BYTES - 1})
+    assert small == {"onednn": 1e-3}

@@ -9,6 +9,7 @@ with them. Nothing here knows which library wins where: that is measured, not fi
 
 from __future__ import annotations
 
+import mmap
 import statistics
 import threading
 import time
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .cache import CACHE, Key, key_text
+from .pool import FRESH_BYTES, fault_seconds
 
 #: The policies: "auto" measures; "fixed" never does (onebyone's kernels wherever they apply, else
 #: PyTorch's BLAS: the same libraries on every machine); the others force one where it applies.
@@ -122,11 +124,14 @@ def decide(
     run: Callable[..., object],
     args: tuple[Any, ...],
     steps: tuple[int, ...],
+    fresh: Mapping[str, int] | None = None,
 ) -> str:
     """The library for this key: pinned, remembered, read from the cache, or timed now.
 
     ``run(name, *args)`` runs a candidate; the tensors with a non-zero ``steps`` (rows per output
-    row) may be timed on a slice of their images and rows (see :func:`_time`).
+    row) may be timed on a slice of their images and rows (see :func:`_time`). ``fresh`` names the
+    candidates that allocate their output themselves, not from the output pool, with its bytes on
+    the whole call: see :func:`_charge_faults`.
     """
     if len(names) == 1:
         return names[0]
@@ -146,11 +151,30 @@ def decide(
         _choices[key] = entry["choice"]
         return entry["choice"]
     seconds, sample = _time(names, run, args, steps)
+    if fresh:
+        _charge_faults(seconds, sample, fresh)
     fastest = min(seconds.values())
     chosen = next(n for n in names if n in seconds and seconds[n] <= _TIE * fastest)
     _choices[key], _timings[key], _samples[key] = chosen, seconds, sample
     CACHE.record(key, chosen, seconds, sample)
     return chosen
+
+
+def _charge_faults(seconds: dict[str, float], sample: dict[str, Any], fresh: Mapping[str, int]) -> None:
+    """Add to a candidate's time the page faults its own output costs on the whole call.
+
+    An output of at least pool.FRESH_BYTES is a fresh mapping on every call, and its faults cost as
+    much as the product itself on some machines (102 MB out: 27 ms of faults beside 12 ms of work,
+    BENCHMARKS.md). A slice is timed with a small output that malloc recycles, so it cannot see them:
+    they are charged here, at this machine's measured cost a page, in the slice's share of the call.
+    """
+    charged = {}
+    for name, nbytes in fresh.items():
+        if name in seconds and nbytes >= FRESH_BYTES:
+            charged[name] = fault_seconds() * -(-nbytes // mmap.PAGESIZE) * sample["fraction"]
+            seconds[name] += charged[name]
+    if charged:
+        sample["fault_seconds"] = charged
 
 
 def _sliced(args: tuple[Any, ...], steps: tuple[int, ...], m: int, r: int) -> tuple[Any, ...]:
@@ -199,12 +223,12 @@ def _time(
     first = next((i for i, (a, s) in enumerate(zip(args, steps, strict=True)) if s and isinstance(a, Tensor)),
                  None)
     room = TIMING_BUDGET / (4 * len(names))
-    m, r = 1, 1
+    m, r, n, rows = 1, 1, 1, 1
     if first is None:
         sizes = [(1, 1)]
     else:
-        n, h = args[first].shape[0], args[first].shape[2]
-        sizes = _sizes(n, -(-h // steps[first]))
+        n, rows = args[first].shape[0], -(-args[first].shape[2] // steps[first])
+        sizes = _sizes(n, rows)
     for i, (m, r) in enumerate(sizes):
         t0 = time.perf_counter()
         run(names[0], *_sliced(args, steps, m, r))
@@ -234,4 +258,6 @@ def _time(
         if spent + (time.perf_counter() - round_start) > TIMING_BUDGET:
             break
     seconds = {name: statistics.median(v) for name, v in samples.items() if v}
-    return seconds, {"images": m, "rows": r, "spent": time.perf_counter() - start}
+    fraction = m * r / (n * rows) if n * rows else 1.0  # an empty batch: nothing to scale
+    sample = {"images": m, "rows": r, "fraction": fraction, "spent": time.perf_counter() - start}
+    return seconds, sample

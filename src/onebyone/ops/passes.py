@@ -123,7 +123,7 @@ def _forward(
     key = choice_key("forward", channels_last, x.shape, w.shape[0], stride, groups, x.dtype)
     name = choice._choices.get(key) or decide(
         key, names, _forward_on, (x, w, bias, stride, groups, activation, channels_last),
-        (stride[0], 0, 0, 0, 0, 0, 0),
+        (stride[0], 0, 0, 0, 0, 0, 0), _fresh_output(names, x, w.shape[0], stride),
     )
     return _forward_on(name, x, w, bias, stride, groups, activation, channels_last)
 
@@ -170,6 +170,15 @@ def _grad_weight_on(
     return _grad_weight_gemm(mm, grad, x, stride, groups, channels_last)
 
 
+def _fresh_output(names: list[str], x: Tensor, channels: int, stride: tuple[int, int]) -> dict[str, int]:
+    """The candidates whose output is not from the output pool (oneDNN's: torch allocates it), with
+    its bytes: an output of ``channels`` maps of x's images at ``stride``."""
+    if "onednn" not in names:
+        return {}
+    n, _, h, wd = x.shape
+    return {"onednn": n * channels * -(-h // stride[0]) * -(-wd // stride[1]) * x.element_size()}
+
+
 def _grad_steps(stride: tuple[int, int]) -> tuple[int, ...]:
     """grad and x sliced for timing: grad row by row, x its stride's rows a row of grad."""
     return (1, stride[0], 0, 0, 0, 0)
@@ -182,7 +191,8 @@ def _grad_input_choice(grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, in
         return names[0]
     key = choice_key("grad_input", channels_last, x.shape, w.shape[0], stride, groups, x.dtype)
     return choice._choices.get(key) or decide(
-        key, names, _grad_input_on, (grad, x, w, stride, groups, channels_last), _grad_steps(stride)
+        key, names, _grad_input_on, (grad, x, w, stride, groups, channels_last), _grad_steps(stride),
+        _fresh_output(names, x, x.shape[1], (1, 1)),
     )
 
 
@@ -227,7 +237,8 @@ def backward(
                     _grad_weight_on(gw, grad, x, w, stride, groups, channels_last))
 
         both = choice._choices.get(key) or decide(
-            key, ["passes", "onednn"], run, (grad, x, w), (1, stride[0], 0)
+            key, ["passes", "onednn"], run, (grad, x, w), (1, stride[0], 0),
+            _fresh_output(["onednn"], x, x.shape[1], (1, 1)),
         )
         if both == "onednn":
             return _onednn_backward_both(grad, x, w, stride, groups)
