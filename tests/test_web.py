@@ -6,6 +6,7 @@ Drives Debian's chromium through Playwright for Python, on the page opened from 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import signal
@@ -314,27 +315,14 @@ def test_missing_data_gets_a_message(browser, page_dir, tmp_path):
     w.close()
 
 
-@pytest.mark.slow
-def test_served_page(browser, tmp_path, sigint_ignored):
-    # started with SIGINT ignored, as a shell starts a background job: Ctrl-C must still stop it
+@contextlib.contextmanager
+def _served(args: list[str], preexec_fn):
+    """``onebyone explain ... --serve --port 0`` in a child; yields its URL, stops it with Ctrl-C and
+    checks it stopped cleanly (``stopped`` printed, exit 0, no traceback)."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "onebyone",
-            "explain",
-            "--serve",
-            "--port",
-            "0",
-            "--no-timing",
-            "--quiet",
-            "--html",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=sigint_ignored,
+        [sys.executable, "-m", "onebyone", "explain", *args,
+         "--serve", "--port", "0", "--no-timing", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
     )
     try:
         url = None
@@ -345,6 +333,18 @@ def test_served_page(browser, tmp_path, sigint_ignored):
                 url = found.group(0)
                 break
         assert url, proc.stderr.read() if proc.stderr else "no URL printed"
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_served_page(browser, tmp_path, sigint_ignored):
+    # started with SIGINT ignored, as a shell starts a background job: Ctrl-C must still stop it
+    with _served(["--html", str(tmp_path)], sigint_ignored) as url:
         w = Watched(browser, (url,))
         w.open(url)
         w.page.fill("#w-0-0", "-3")
@@ -353,11 +353,6 @@ def test_served_page(browser, tmp_path, sigint_ignored):
         assert w.requests and all(u.startswith(url) for u in w.requests), w.requests
         assert w.errors == []
         w.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
-    assert "stopped" in out and "Traceback" not in err
 
 
 # ------------------------------------------------------------ inside a trained network
@@ -468,21 +463,8 @@ def test_page_without_a_network_says_how_to_get_one(local):
     local.page.click("#digits a[href='#trained']")
 
 
-def test_trained_section_served(browser, nin_run, tmp_path, sigint_ignored):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "onebyone", "explain", "--run", str(nin_run), "--images", "3", "--serve",
-         "--port", "0", "--no-timing", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_ignored,
-    )
-    try:
-        url = None
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-            if found:
-                url = found.group(0)
-                break
-        assert url, proc.stderr.read() if proc.stderr else "no URL printed"
+def test_trained_section_served(browser, nin_run, sigint_ignored):
+    with _served(["--run", str(nin_run), "--images", "3"], sigint_ignored) as url:
         w = Watched(browser, (url,))
         w.open(url)
         w.page.select_option("#trained-layer", "5")  # block 3's last 1x1: 128 -> 10 on 2 x 2 maps
@@ -491,7 +473,3 @@ def test_trained_section_served(browser, nin_run, tmp_path, sigint_ignored):
         assert w.requests and all(u.startswith(url) for u in w.requests), w.requests
         assert w.errors == []
         w.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
