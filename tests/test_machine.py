@@ -1,6 +1,7 @@
 """machine.peaks(): measured limits, cached by key, and the roofline built on them."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -54,6 +55,29 @@ def test_cpu_kernels_measured_for_real():
     expected += ["onebyone"] * (ops.native_isa() is not None)
     assert sorted(rates) == expected
     assert all(rate > 0.5 for rate in rates.values())
+
+
+def test_best_seconds_keeps_sampling_until_the_time_is_filled():
+    calls = []
+    machine._best_seconds(lambda: calls.append(1), torch.device("cpu"), repeats=2, warmups=0,
+                          min_seconds=1e9)
+    assert len(calls) == 100  # capped at 50 times the repeats even when the time is never filled
+    calls.clear()
+    machine._best_seconds(lambda: calls.append(time.sleep(0.01)), torch.device("cpu"), repeats=2,
+                          warmups=1, min_seconds=0.1)
+    assert 1 + 8 <= len(calls) <= 1 + 15  # a warm-up, then about 0.1 s of 10 ms runs
+
+
+def test_growing_rate_stops_at_the_first_slow_size():
+    made = []
+
+    def make(size):
+        made.append(size)
+        return (lambda: time.sleep(size * 0.03)), 1e9
+
+    rate = machine._growing_rate(make, (1, 2, 3), repeats=1, warmups=0, slow_seconds=0.05)
+    assert made == [1, 2]  # 2 took 0.06 s a run: 3 is never built
+    assert 1e9 / 0.03 / 1e9 * 0.5 < rate <= 1e9 / 0.03 / 1e9  # the faster size's rate
 
 
 def test_cache_key_tells_processor_generations_apart(monkeypatch):

@@ -28,9 +28,10 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -103,7 +104,7 @@ def _cpu_model() -> str:
 def _key(device: torch.device) -> str:
     model = _cpu_model() if device.type == "cpu" else ""
     name = _device_name(device) + (f" ({model})" if model else "")
-    return f"{device}|{name}|torch {torch.__version__}|{torch.get_num_threads()} threads|v2"
+    return f"{device}|{name}|torch {torch.__version__}|{torch.get_num_threads()} threads|v3"
 
 
 def _sync(device: torch.device) -> None:
@@ -111,18 +112,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _best_seconds(fn: Callable[[], object], device: torch.device, repeats: int, warmups: int = 1) -> float:
-    """The fastest of ``repeats`` timed runs: a peak, which whatever else the machine does can only
-    lower (on a shared virtual machine single runs of one product here fell to half speed)."""
+def _best_seconds(
+    fn: Callable[[], object], device: torch.device, repeats: int, warmups: int = 1, *,
+    min_seconds: float = 0.25,
+) -> float:
+    """The fastest of at least ``repeats`` timed runs, and of as many more as fill ``min_seconds``:
+    a peak, which whatever else the machine does can only lower (on a shared virtual machine single
+    runs of one product fell to half speed, and a handful of runs left a real layer 2% over it)."""
     for _ in range(warmups):  # first calls allocate, pick kernels, build oneDNN's
         fn()
     _sync(device)
     best = float("inf")
-    for _ in range(repeats):
+    runs, spent = 0, 0.0
+    while runs < repeats or (spent < min_seconds and runs < 50 * repeats):
         t0 = time.perf_counter()
         fn()
         _sync(device)
-        best = min(best, time.perf_counter() - t0)
+        sec = time.perf_counter() - t0
+        best, runs, spent = min(best, sec), runs + 1, spent + sec
     return best
 
 
@@ -170,22 +177,49 @@ def _measure_cpu_kernels(repeats: int) -> dict[str, float]:
 
 def _measure_gemm_bf16(repeats: int) -> tuple[float | None, str]:
     """The fastest bfloat16 GEMM rate on the CPU: torch.mm and oneDNN's 1x1 convolution (which
-    runs on AMX tiles where the processor has them), as _measure_cpu_kernels."""
-    rates: dict[str, float] = {}
-    cpu = torch.device("cpu")
-    n = 2048
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
-    c = torch.empty(n, n, dtype=torch.bfloat16)
-    rates["torch.mm"] = 2 * n**3 / _best_seconds(functools.partial(torch.mm, a, b, out=c), cpu, repeats) / 1e9
-    if torch.backends.mkldnn.is_available():
-        pixels, ch, k = 16384, 1024, 1024
-        x = torch.randn(1, ch, 128, pixels // 128, dtype=torch.bfloat16).contiguous(
+    runs on AMX tiles where the processor has them), as _measure_cpu_kernels.
+
+    Each grows through larger products while a single run stays short: where the processor has no
+    bfloat16 arithmetic, torch.mm emulates it at about 1 GFLOP/s, a run of the largest product takes
+    some 17 s and timing it took minutes; there the rate no longer grows with the size anyway."""
+
+    def mm(n: int) -> tuple[Callable[[], object], int]:
+        a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+        return functools.partial(torch.mm, a, b, out=torch.empty(n, n, dtype=torch.bfloat16)), 2 * n**3
+
+    def conv(size: tuple[int, int]) -> tuple[Callable[[], object], int]:
+        pixels, ch = size
+        x = torch.randn(1, ch, 32, pixels // 32, dtype=torch.bfloat16).contiguous(
             memory_format=torch.channels_last)
-        w = torch.randn(k, ch, 1, 1, dtype=torch.bfloat16)
-        sec = _best_seconds(functools.partial(torch.nn.functional.conv2d, x, w), cpu, 2 * repeats, warmups=3)
-        rates["oneDNN"] = 2 * pixels * ch * k / sec / 1e9
+        w = torch.randn(ch, ch, 1, 1, dtype=torch.bfloat16)
+        return functools.partial(torch.nn.functional.conv2d, x, w), 2 * pixels * ch * ch
+
+    rates = {"torch.mm": _growing_rate(mm, (256, 512, 1024, 2048), repeats, warmups=1)}
+    if torch.backends.mkldnn.is_available():
+        sizes = ((1024, 256), (4096, 512), (16384, 1024))
+        rates["oneDNN"] = _growing_rate(conv, sizes, 2 * repeats, warmups=3)
     by = max(rates, key=rates.__getitem__)
     return rates[by], by
+
+
+def _growing_rate(
+    make: Callable[[Any], tuple[Callable[[], object], int]], sizes: Sequence[Any], repeats: int,
+    warmups: int, *, slow_seconds: float = 0.05,
+) -> float:
+    """The best GFLOP/s of ``make(size)`` over ``sizes``, smallest first, stopping after the first
+    size whose second run (the first builds kernels) took longer than ``slow_seconds``."""
+    best = 0.0
+    for size in sizes:
+        fn, flops = make(size)
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        second = time.perf_counter() - t0
+        sec = _best_seconds(fn, torch.device("cpu"), repeats, max(warmups - 2, 0))
+        best = max(best, flops / sec / 1e9)
+        if second > slow_seconds:
+            break
+    return best
 
 
 def _last_level_cache_bytes() -> int:
@@ -229,7 +263,8 @@ def peaks(device: str | torch.device = "cpu", *, refresh: bool = False, repeats:
     Args:
         device: where the work will run.
         refresh: measure again even if a cached figure exists.
-        repeats: timed runs per measurement; the median is kept.
+        repeats: the fewest timed runs per measurement (more fill a quarter of a second);
+            the fastest is kept.
     """
     dev = torch.device(device)
     key = _key(dev)
