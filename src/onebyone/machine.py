@@ -29,7 +29,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,9 @@ def peaks(device: str | torch.device = "cpu", *, refresh: bool = False, repeats:
 
     Args:
         device: where the work will run.
-        refresh: measure again even if a cached figure exists.
+        refresh: measure again even if a cached figure exists; each limit stored is then the
+            higher of the new figure and the cached one (a peak that interference lowered
+            once is not kept).
         repeats: the fewest timed runs per measurement (more fill a quarter of a second);
             the fastest is kept.
     """
@@ -289,9 +291,25 @@ def peaks(device: str | torch.device = "cpu", *, refresh: bool = False, repeats:
             gemm_gflops_bf16=None if bf16 is None else round(bf16, 2),
             gemm_bf16_by=bf16_by,
         )
+    if key in cache:  # a refresh keeps the best figure yet: interference can only lower a peak
+        with contextlib.suppress(TypeError):
+            result = _best_of(result, Peaks(**cache[key]))  # type: ignore[arg-type]
     cache[key] = result.to_dict()
     _write_cache(cache)
     return result
+
+
+def _best_of(new: Peaks, old: Peaks) -> Peaks:
+    """Each limit the higher of two measurements of one key (with what set it); new's timestamp.
+
+    On a shared virtual machine the float32 peak measured 147 GFLOP/s in one run and 176-183 in
+    others minutes apart, and layers then ran over the lower one's roofline."""
+    best = new
+    if old.gemm_gflops > new.gemm_gflops:
+        best = replace(best, gemm_gflops=old.gemm_gflops, gemm_by=old.gemm_by)
+    if (old.gemm_gflops_bf16 or 0.0) > (new.gemm_gflops_bf16 or 0.0):
+        best = replace(best, gemm_gflops_bf16=old.gemm_gflops_bf16, gemm_bf16_by=old.gemm_bf16_by)
+    return replace(best, bandwidth_gbs=max(new.bandwidth_gbs, old.bandwidth_gbs))
 
 
 def roofline_seconds(
