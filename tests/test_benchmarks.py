@@ -37,6 +37,15 @@ def test_conv1x1_benchmark_runs_on_one_shape(tmp_path):
     assert "| conv1x1 on |" in (tmp_path / "c.md").read_text()
 
 
+def test_op_overhead_pairs_conv1x1_with_its_kernels():
+    out = _run("benchmarks/op_overhead.py", "--calls", "3", "--repeats", "3")
+    lines = [line for line in out.splitlines() if "overhead" in line and ": conv1x1" in line]
+    assert [line.split(":")[0] for line in lines] == ["forward (no grad)", "forward+backward"]
+    for line in lines:
+        assert all(f"{path} " in line for path in ("conv1x1", "kernels", "dispatcher", "F.conv2d"))
+    assert "paired differences" in out and ("meets the target" in out or "MISSES the target" in out)
+
+
 @pytest.mark.skipif(ops.native_isa() is None, reason="the native kernels were not built")
 def test_candidates_times_every_candidate_in_both_layouts(tmp_path):
     for layout in ("nchw", "channels_last"):
