@@ -5,6 +5,7 @@ reads, pins and clears the choices, and `onebyone tune`."""
 from __future__ import annotations
 
 import json
+import time
 import mmap
 import os
 import subprocess
@@ -180,6 +181,20 @@ def test_a_large_key_is_timed_on_a_slice_within_the_budget(fresh_cache, monkeypa
     entry = _entries(fresh_cache)[cache.key_text(key)]
     assert entry["images"] < 8 or entry["rows"] < 40
     assert choice._samples[key]["images"] == entry["images"]
+
+
+def test_a_faster_candidate_paces_the_slice_past_a_slow_first_one(monkeypatch):
+    # "slow" costs 20 ms a call whatever the size (as MKL on a sliver of a deep layer); alone it
+    # would leave both timed on one row of one image, which ranks them unlike the whole call
+    monkeypatch.setattr(choice, "TIMING_BUDGET", 0.2)
+    x = torch.zeros(4, 1, 16, 1)
+
+    def run(name, t):
+        time.sleep(0.02 if name == "slow" else 0.0001 * t.shape[0] * t.shape[2])
+
+    seconds, sample = choice._time(["slow", "fast"], run, (x,), (1,))
+    assert (sample["images"], sample["rows"]) == (4, 16)
+    assert seconds["fast"] < seconds["slow"]
 
 
 def test_the_fixed_and_forced_policies_never_time(fresh_cache, monkeypatch):

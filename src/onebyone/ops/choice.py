@@ -215,9 +215,11 @@ def _time(
     timed (images, output rows, the seconds the timing took).
 
     The first candidate runs on one row of one image, then on twice as much, until a call would
-    not leave room for a warm-up and three rounds of every candidate; the candidates are timed on
-    the last size it reached (a 1x1 convolution works pixel by pixel, so a slice is a smaller copy
-    of the same product). A candidate is dropped once a round shows it more than twice the fastest.
+    not leave room for a warm-up and three rounds of every candidate; there the others run once
+    too, and if one of them is fast enough to double the slice again it paces the growth on. The
+    candidates are timed on the last size reached (a 1x1 convolution works pixel by pixel, so a
+    slice is a smaller copy of the same product). A candidate is dropped once a round shows it more
+    than twice the fastest.
     """
     start = time.perf_counter()
     first = next((i for i, (a, s) in enumerate(zip(args, steps, strict=True)) if s and isinstance(a, Tensor)),
@@ -229,21 +231,34 @@ def _time(
     else:
         n, rows = args[first].shape[0], -(-args[first].shape[2] // steps[first])
         sizes = _sizes(n, rows)
-    for i, (m, r) in enumerate(sizes):
-        t0 = time.perf_counter()
-        run(names[0], *_sliced(args, steps, m, r))
-        took = time.perf_counter() - t0
-        if i + 1 < len(sizes):
-            grow = sizes[i + 1][0] * sizes[i + 1][1] / (m * r)
-            if took * grow > room:
-                break
-    sub = _sliced(args, steps, m, r)
     live = list(names)
-    for name in names:  # first calls: thread pools start, pages fault in, oneDNN builds its kernel
-        if name != names[0] and time.perf_counter() - start > TIMING_BUDGET:
-            live.remove(name)  # cannot be timed in the budget: the others took it all
+    pacer, i = names[0], 0
+    while True:
+        m, r = sizes[i]
+        sub = _sliced(args, steps, m, r)
+        t0 = time.perf_counter()
+        run(pacer, *sub)
+        took = {pacer: time.perf_counter() - t0}
+        grow = sizes[i + 1][0] * sizes[i + 1][1] / (m * r) if i + 1 < len(sizes) else 0.0
+        if grow and took[pacer] * grow <= room:
+            i += 1
             continue
-        run(name, *sub)
+        # first calls of the others at this size: thread pools start, pages fault in, oneDNN builds
+        # its kernel
+        for name in [n for n in live if n != pacer]:
+            if time.perf_counter() - start > TIMING_BUDGET:
+                live.remove(name)  # cannot be timed in the budget: the others took it all
+                continue
+            t0 = time.perf_counter()
+            run(name, *sub)
+            took[name] = time.perf_counter() - t0
+        fastest = min(took, key=took.__getitem__)
+        if not grow or fastest == pacer or took[fastest] * grow > room:
+            break
+        # a faster candidate paces the slice on: one that is slow on a sliver (MKL took 2 ms on one
+        # 7-pixel row of 2048x7x7->512, 1 ms on the whole image) must not leave every candidate
+        # timed on a sliver that ranks them unlike the whole call
+        pacer, i = fastest, i + 1
     samples: dict[str, list[float]] = {name: [] for name in names}
     for rnd in range(_MAX_ROUNDS):
         shift = rnd % len(live)
