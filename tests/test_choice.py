@@ -5,11 +5,11 @@ reads, pins and clears the choices, and `onebyone tune`."""
 from __future__ import annotations
 
 import json
-import time
 import mmap
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 

@@ -954,3 +954,69 @@ def test_the_pool_tells_its_blocks_from_mallocs(fresh_pool):
     address = y.untyped_storage().data_ptr()
     del y  # the block goes back: its address is free for anyone
     assert address not in fresh_pool._lent
+
+
+# ---------------------------------------------------------------- repeated inference calls
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("weight_dims", [2, 4])
+def test_a_repeated_inference_call_skips_the_checks_and_gives_the_same_result(
+    layout, weight_dims, monkeypatch
+):
+    from onebyone.ops import operator
+
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(2, 12, 5, 7).contiguous(memory_format=fmt)
+    w = torch.randn(6, 12) if weight_dims == 2 else torch.randn(6, 12, 1, 1)
+    b = torch.randn(6)
+    want = F.relu(F.conv2d(x, w.view(6, 12, 1, 1), b, stride=2))
+    with torch.no_grad():
+        first = conv1x1(x, w, b, stride=2, activation="relu")
+        monkeypatch.setattr(operator, "_check", lambda *a: pytest.fail("checked a call seen before"))
+        again = conv1x1(x, w, b, stride=2, activation="relu")
+    for y in (first, again):
+        torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
+        assert y.is_contiguous(memory_format=fmt)
+
+
+def test_repeated_calls_still_refuse_what_the_checks_refuse():
+    x, w = torch.randn(1, 4, 3, 3), torch.randn(2, 4)
+    with torch.no_grad():
+        conv1x1(x, w, stride=1, groups=1)  # seen: a plan for these arguments
+        with pytest.raises((TypeError, ValueError), match="stride"):
+            conv1x1(x, w, stride=True)
+        with pytest.raises((TypeError, ValueError), match="groups"):
+            conv1x1(x, w, groups=True)
+        with pytest.raises(TypeError, match="dtype"):
+            conv1x1(x, w.double())
+        with pytest.raises(ValueError, match="channels"):
+            conv1x1(torch.randn(1, 5, 3, 3), w)
+
+
+def test_a_policy_change_forgets_the_seen_calls():
+    from onebyone.ops import choice
+
+    x, w = torch.randn(1, 8, 6, 6), torch.randn(4, 8)
+    with torch.no_grad():
+        conv1x1(x, w)
+        assert choice._plans
+        before = ops.set_backend("torch")
+        try:
+            assert not choice._plans
+            torch.testing.assert_close(conv1x1(x, w), F.conv2d(x, w.view(4, 8, 1, 1)))
+            assert [plan[0] for plan in choice._plans.values()] == ["torch"]  # the new policy's
+        finally:
+            ops.set_backend(before)
+
+
+def test_a_weight_that_is_not_packed_makes_no_plan():
+    from onebyone.ops import choice
+
+    x = torch.randn(1, 8, 4, 4)
+    w = torch.randn(8, 4).t()  # 4 x 8, not contiguous: packed on every call
+    with torch.no_grad():
+        choice._plans.clear()
+        y = conv1x1(x, w)
+        assert not choice._plans
+        torch.testing.assert_close(conv1x1(x, w), y)

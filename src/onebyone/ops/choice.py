@@ -38,6 +38,10 @@ _choices: dict[Key, str] = {}
 _pins: dict[str, str] = {}
 _timings: dict[Key, dict[str, float]] = {}
 _samples: dict[Key, dict[str, Any]] = {}  # what each timing in this process ran on, and its seconds
+# Inference calls already seen, by their arguments' signature (operator.py): the library and the
+# checked arguments, so a repeated call skips the checks and the key (small layers feel every
+# microsecond). Cleared with _choices.
+_plans: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 _lock = threading.Lock()
 R = TypeVar("R")
 
@@ -58,6 +62,7 @@ def set_backend(name: str = "auto") -> str:
     with _lock:
         before, _policy = _policy, name
         _choices.clear()
+        _plans.clear()
     return before
 
 
@@ -84,6 +89,7 @@ def clear_choices(*, disk: bool = False) -> None:
     cache file again); with ``disk``, delete that file too."""
     with _lock:
         _choices.clear()
+        _plans.clear()
         _timings.clear()
         _samples.clear()
         _pins.clear()
@@ -100,6 +106,7 @@ def pin_choices(choices: Mapping[Any, str]) -> None:
     with _lock:
         _pins.update({k if isinstance(k, str) else key_text(k): v for k, v in choices.items()})
         _choices.clear()
+        _plans.clear()
 
 
 def choice_key(pass_: str, channels_last: bool, x_shape: Sequence[int], k: int, stride: tuple[int, int],

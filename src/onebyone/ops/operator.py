@@ -9,9 +9,11 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
+from . import choice
 from .checks import _check, _is_channels_last, _pair
 from .library import conv1x1_op
-from .passes import _activation_grad, _contiguous, _forward, backward
+from .passes import _activation_grad, _contiguous, _forward, _forward_library, _forward_on, backward
+from .views import _format
 
 
 class _Conv1x1Function(torch.autograd.Function):
@@ -127,13 +129,40 @@ def _eager(
 ) -> Tensor:
     """The op's kernels and a lean autograd function, called directly (benchmarks/conv1x1.py
     --overhead times this against conv1x1 itself)."""
-    x, w, bias, stride_pair, groups, activation = _check(x, weight, bias, stride, groups, activation)
-    channels_last = _is_channels_last(x)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
+    sig = None if needs_grad else _signature(x, weight, bias, stride, groups, activation)
+    plan = None if sig is None else choice._plans.get(sig)
+    if plan is not None:  # an inference call seen before: checked then, its library known
+        name, stride_pair, channels_last = plan
+        w = weight.detach()
+        return _forward_on(name, x, w.view(w.shape[0], -1) if w.dim() == 4 else w, bias, stride_pair,
+                           groups, activation, channels_last)
+    x, w, bias, stride_pair, groups, activation = _check(x, weight, bias, stride, groups, activation)
+    channels_last = _is_channels_last(x)
+    packed = x.is_contiguous(memory_format=_format(channels_last)) and weight.is_contiguous()
     x, w = _contiguous(x, w, channels_last)
     if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
-        return _forward(x, w, bias, stride_pair, groups, activation, channels_last)
+        name = _forward_library(x, w, bias, stride_pair, groups, activation, channels_last)
+        if sig is not None and packed and x.is_cpu:
+            choice._plans[sig] = (name, stride_pair, channels_last)
+        return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
     y: Tensor = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation, channels_last)
     return y
+
+
+def _signature(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Any, groups: Any, activation: Any
+               ) -> tuple[Any, ...] | None:
+    """What an inference call's checks and choice depend on: the tensors' shapes, strides, dtypes
+    and devices, the arguments, the thread count. None for arguments of other types (a bool
+    stride equals 1 in a key, but the checks refuse it)."""
+    if type(stride) is tuple and len(stride) == 2 and type(stride[0]) is int and type(stride[1]) is int:
+        pass
+    elif type(stride) is not int:
+        return None
+    if type(groups) is not int or not (activation is None or type(activation) is str):
+        return None
+    b = None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.is_cpu)
+    return (x.shape, x.stride(), x.dtype, x.is_cpu, weight.shape, weight.stride(), weight.dtype,
+            weight.is_cpu, b, stride, groups, activation, torch.get_num_threads())

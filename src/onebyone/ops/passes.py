@@ -117,15 +117,28 @@ def _forward(
     channels_last: bool,
 ) -> Tensor:
     """The forward pass of packed x and w (see _contiguous) on the library chosen for its key."""
+    name = _forward_library(x, w, bias, stride, groups, activation, channels_last)
+    return _forward_on(name, x, w, bias, stride, groups, activation, channels_last)
+
+
+def _forward_library(
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    groups: int,
+    activation: str | None,
+    channels_last: bool,
+) -> str:
+    """The library the forward pass of this key runs on (timed now if it is new)."""
     names = forward_candidates(x, w, stride, groups, channels_last)
     if len(names) == 1:  # no bookkeeping on the way (small layers feel every microsecond)
-        return _forward_on(names[0], x, w, bias, stride, groups, activation, channels_last)
+        return names[0]
     key = choice_key("forward", channels_last, x.shape, w.shape[0], stride, groups, x.dtype)
-    name = choice._choices.get(key) or decide(
+    return choice._choices.get(key) or decide(
         key, names, _forward_on, (x, w, bias, stride, groups, activation, channels_last),
         (stride[0], 0, 0, 0, 0, 0, 0), _fresh_output(names, x, w.shape[0], stride),
     )
-    return _forward_on(name, x, w, bias, stride, groups, activation, channels_last)
 
 
 # ------------------------------------------------------------------------ backward
