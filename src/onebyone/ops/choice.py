@@ -222,16 +222,19 @@ def _time(
     timed (images, output rows, the seconds the timing took).
 
     The first candidate runs on one row of one image, then on twice as much, until a call would
-    not leave room for a warm-up and three rounds of every candidate; there the others run once
-    too, and if one of them is fast enough to double the slice again it paces the growth on. The
-    candidates are timed on the last size reached (a 1x1 convolution works pixel by pixel, so a
-    slice is a smaller copy of the same product). A candidate is dropped once a round shows it more
-    than twice the fastest.
+    not leave room in what is left of the budget for a warm-up and three rounds of every
+    candidate; there the others run once too, and if one of them is fast enough to double the
+    slice again it paces the growth on. The candidates are timed on the last size reached (a 1x1
+    convolution works pixel by pixel, so a slice is a smaller copy of the same product). A
+    candidate is dropped once a round shows it more than twice the fastest.
     """
     start = time.perf_counter()
     first = next((i for i, (a, s) in enumerate(zip(args, steps, strict=True)) if s and isinstance(a, Tensor)),
                  None)
-    room = TIMING_BUDGET / (4 * len(names))
+
+    def room() -> float:  # what one call of the slice may take: the budget left over 4 calls each
+        return (TIMING_BUDGET - (time.perf_counter() - start)) / (4 * len(live))
+
     m, r, n, rows = 1, 1, 1, 1
     if first is None:
         sizes = [(1, 1)]
@@ -247,7 +250,7 @@ def _time(
         run(pacer, *sub)
         took = {pacer: time.perf_counter() - t0}
         grow = sizes[i + 1][0] * sizes[i + 1][1] / (m * r) if i + 1 < len(sizes) else 0.0
-        if grow and took[pacer] * grow <= room:
+        if grow and took[pacer] * grow <= room():
             i += 1
             continue
         # first calls of the others at this size: thread pools start, pages fault in, oneDNN builds
@@ -260,7 +263,7 @@ def _time(
             run(name, *sub)
             took[name] = time.perf_counter() - t0
         fastest = min(took, key=took.__getitem__)
-        if not grow or fastest == pacer or took[fastest] * grow > room:
+        if not grow or fastest == pacer or took[fastest] * grow > room():
             break
         # a faster candidate paces the slice on: one that is slow on a sliver (MKL took 2 ms on one
         # 7-pixel row of 2048x7x7->512, 1 ms on the whole image) must not leave every candidate
