@@ -1020,3 +1020,16 @@ def test_a_weight_that_is_not_packed_makes_no_plan():
         y = conv1x1(x, w)
         assert not choice._plans
         torch.testing.assert_close(conv1x1(x, w), y)
+
+
+def test_the_seen_calls_are_bounded(monkeypatch):
+    from onebyone.ops import choice, operator
+
+    monkeypatch.setattr(operator, "_MAX_PLANS", 3)
+    choice._plans.clear()
+    with torch.no_grad():
+        for h in range(1, 8):  # seven sizes, as a stream of images of new sizes would bring
+            x = torch.randn(1, 4, h, 3)
+            want = x.sum(1, keepdim=True).expand(1, 2, h, 3)
+            torch.testing.assert_close(conv1x1(x, torch.ones(2, 4)), want)
+            assert 1 <= len(choice._plans) <= 3

@@ -146,10 +146,15 @@ def _eager(
     if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
         name = _forward_library(x, w, bias, stride_pair, groups, activation, channels_last)
         if sig is not None and packed and x.is_cpu:
+            if len(choice._plans) >= _MAX_PLANS:  # inputs of ever new sizes: start again
+                choice._plans.clear()
             choice._plans[sig] = (name, stride_pair, channels_last)
         return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
     y: Tensor = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation, channels_last)
     return y
+
+
+_MAX_PLANS = 4096
 
 
 def _signature(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Any, groups: Any, activation: Any
