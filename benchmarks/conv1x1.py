@@ -8,8 +8,9 @@ method rotating each round, median of ``--repeats`` rounds after a warm-up):
 
 forward (under ``torch.no_grad``) and forward+backward (gradients for x, weight and bias). Each
 row gives ms, GFLOP/s, the fraction of the roofline (``onebyone.machine.peaks()``: measured GEMM
-peak and memory bandwidth; with ``--measure-peaks``, or when a layer beat the roofline, measured
-again after the suite and the better of the two kept) and conv1x1's speed-up over the best peer
+peak and memory bandwidth; in float32 the peak's products run again briefly before each shape
+(``machine.probe_gemm``), and with ``--measure-peaks``, or when a layer beat the roofline, all is
+measured again after the suite, the best figures kept) and conv1x1's speed-up over the best peer
 in the same layout (best peer time / conv1x1 time; > 1 means conv1x1 is faster).
 
 Peak extra memory of one forward call beyond its output is measured in a separate process: its
@@ -57,7 +58,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from onebyone import conv1x1, ops
-from onebyone.machine import Peaks, peaks, roofline_seconds
+from onebyone.machine import Peaks, peaks, probe_gemm, roofline_seconds
 
 MODES = ("forward", "forward+backward")
 LAYOUTS = ("nchw", "channels_last")
@@ -493,6 +494,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bar = tqdm(total=len(shapes) * len(MODES), desc="conv1x1 benchmark", file=sys.stderr,
                disable=args.quiet or not sys.stderr.isatty())
     for shape in shapes:
+        if DTYPE is torch.float32:  # the peak looked for between the shapes too (machine.probe_gemm)
+            probe_gemm()
         for mode in MODES:
             bar.set_postfix_str(f"{shape.name} {mode}")
             timed = time_shape(shape, mode, args.repeats, args.bias, args.activation,
@@ -515,13 +518,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 timed_as.append((shape, mode))
             bar.update()
     bar.close()
-    if args.measure_peaks or any(r["roofline_fraction"] > 1.0 for r in rows):
-        # measured again after the suite, the stored peak the better of the two: a peak that
-        # interference lowered at the start would put layers over the roofline
-        limits = peaks(refresh=True)
-        for r, (shape, mode) in zip(rows, timed_as, strict=True):
-            roof = shape.roofline(mode, DTYPE, limits)
-            r["roofline_ms"], r["roofline_fraction"] = roof * 1e3, roof / (r["ms"]["conv1x1"] / 1e3)
+    # measured again after the suite, the stored peak the better of the two: a peak that
+    # interference lowered at the start would put layers over the roofline
+    limits = peaks(refresh=args.measure_peaks or any(r["roofline_fraction"] > 1.0 for r in rows))
+    for r, (shape, mode) in zip(rows, timed_as, strict=True):
+        roof = shape.roofline(mode, DTYPE, limits)
+        r["roofline_ms"], r["roofline_fraction"] = roof * 1e3, roof / (r["ms"]["conv1x1"] / 1e3)
     memory = None if args.no_memory else measure_memory(shapes, args.bias, args.activation,
                                                          torch.get_num_threads())
     return {

@@ -62,6 +62,25 @@ def test_a_refresh_keeps_the_best_figure_of_the_key(cache_home, monkeypatch):
     assert machine.peaks(repeats=1) == again  # and that is what the cache holds
 
 
+def test_a_probe_raises_the_stored_peak_only_when_it_beats_it(cache_home, monkeypatch):
+    first = machine.peaks(repeats=1)
+    seen = []
+
+    def kernels(repeats, **kwargs):
+        seen.append(kwargs)
+        return {"oneDNN": first.gemm_gflops * rate}
+
+    monkeypatch.setattr(machine, "_measure_cpu_kernels", kernels)
+    rate = 0.5  # a slow moment: nothing changes
+    assert machine.probe_gemm() == first
+    rate = 2.0  # a faster one: the peak is raised, stored, and named
+    raised = machine.probe_gemm()
+    assert raised.gemm_gflops == pytest.approx(2 * first.gemm_gflops, abs=0.01) and raised.gemm_by == "oneDNN"
+    assert raised.bandwidth_gbs == first.bandwidth_gbs
+    assert machine.peaks() == raised
+    assert all(kw["min_seconds"] == 0.0 for kw in seen)  # brief: between a benchmark's shapes
+
+
 def test_cpu_kernels_measured_for_real():
     rates = machine._measure_cpu_kernels(repeats=1)
     expected = ["oneDNN"] * torch.backends.mkldnn.is_available()
