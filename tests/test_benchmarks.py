@@ -29,7 +29,7 @@ def test_conv1x1_benchmark_runs_on_one_shape(tmp_path):
     assert report["command"].startswith("python benchmarks/conv1x1.py")
     assert "seed/10x32x32->4/b1" in (tmp_path / "c.md").read_text() and "Summary" in out
     # every row says which library each pass ran on: one name forward, three fwd+bwd
-    names = ("torch", "native", "native_turned", "onednn", "numpy")
+    names = ("torch", "torch_images", "native", "native_turned", "onednn", "numpy")
     for row in report["results"]:
         ran_on = row["conv1x1_on"].replace(" (both)", "").split(" / ")
         assert len(ran_on) == (1 if row["mode"] == "forward" else 3) or row["conv1x1_on"].endswith("(both)")

@@ -1,7 +1,8 @@
 """The passes (forward, grad_input, grad_weight) on the library chosen for them.
 
 The candidates of each pass are the libraries correct for it (dtype, layout, stride, memory
-budget): PyTorch's BLAS on views ("torch"), oneDNN's convolution ("onednn"), onebyone's kernels
+budget): PyTorch's BLAS on views ("torch"; for NCHW batches also one image at a time,
+"torch_images"), oneDNN's convolution ("onednn"), onebyone's kernels
 in their natural form ("native") and, for NCHW images, turned around on the channels_last kernel
 ("native_turned"), NumPy's BLAS when forced ("numpy"). choice.decide picks among them.
 """
@@ -14,7 +15,15 @@ from torch import Tensor
 
 from . import choice
 from .choice import choice_key, decide
-from .gemm import _finished, _forward_gemm, _grad_input_gemm, _grad_weight_gemm, _mm_numpy, _mm_torch
+from .gemm import (
+    _finished,
+    _forward_gemm,
+    _grad_input_gemm,
+    _grad_weight_gemm,
+    _mm_numpy,
+    _mm_torch,
+    _mm_torch_images,
+)
 from .native import (
     _forward_native,
     _grad_input_native,
@@ -29,6 +38,12 @@ from .onednn import _onednn_backward, _onednn_backward_both, _onednn_ok
 from .views import _format
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
+_BLAS = {"torch": _mm_torch, "torch_images": _mm_torch_images, "numpy": _mm_numpy}
+
+
+def _images(x: Tensor, channels_last: bool) -> list[str]:
+    """PyTorch's BLAS one image at a time, where "torch" makes one batched call: NCHW batches."""
+    return ["torch_images"] * (not channels_last and x.shape[0] > 1 and x.shape[2] * x.shape[3] > 1)
 
 
 def _numpy(t: Tensor) -> list[str]:
@@ -39,7 +54,7 @@ def _numpy(t: Tensor) -> list[str]:
 
 def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
                        ) -> list[str]:
-    names = ["torch", *_numpy(x)]
+    names = ["torch", *_images(x, channels_last), *_numpy(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
@@ -54,7 +69,7 @@ def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: in
 
 
 def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
-    names = ["torch", *_numpy(x)]
+    names = ["torch", *_images(x, channels_last), *_numpy(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
@@ -65,7 +80,7 @@ def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channel
 
 
 def grad_weight_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
-    names = ["torch", *_numpy(x)]
+    names = ["torch", *_images(x, channels_last), *_numpy(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x) and (channels_last or stride == (1, 1)):
@@ -92,7 +107,7 @@ def _forward_on(
     if name == "onednn":
         y = F.conv2d(x, w.view(*w.shape, 1, 1), None, stride, 0, 1, groups)
     else:
-        y = _forward_gemm(_mm_numpy if name == "numpy" else _mm_torch, x, w, stride, groups, channels_last)
+        y = _forward_gemm(_BLAS[name], x, w, stride, groups, channels_last)
     return _finished(y, bias, activation, channels_last)
 
 
@@ -162,10 +177,8 @@ def _grad_input_on(
         return _onednn_backward(grad, x, w, stride, groups, 0)
     if name in ("native", "native_turned") and stride == (1, 1):
         return _grad_input_native(grad, w, tuple(x.shape), groups, channels_last, name == "native_turned")
-    if name == "native":  # a strided grad_x: gathered blocks
-        mm = _mm_native_cl if channels_last else _mm_native_gx
-    else:
-        mm = _mm_numpy if name == "numpy" else _mm_torch
+    native = _mm_native_cl if channels_last else _mm_native_gx  # a strided grad_x: gathered blocks
+    mm = native if name == "native" else _BLAS[name]
     return _grad_input_gemm(mm, grad, w, tuple(x.shape), stride, groups, channels_last)
 
 
@@ -179,8 +192,7 @@ def _grad_weight_on(
         return _grad_weight_native_cl(grad, x, stride, groups)
     if name == "native":  # NCHW at stride 1 (see grad_weight_candidates)
         return _grad_weight_native(grad, x, groups)
-    mm = _mm_numpy if name == "numpy" else _mm_torch
-    return _grad_weight_gemm(mm, grad, x, stride, groups, channels_last)
+    return _grad_weight_gemm(_BLAS[name], grad, x, stride, groups, channels_last)
 
 
 def _fresh_output(names: list[str], x: Tensor, channels: int, stride: tuple[int, int]) -> dict[str, int]:
