@@ -398,3 +398,21 @@ def test_fresh_outputs_are_charged_their_page_faults():
     small = {"onednn": 1e-3}
     choice._charge_faults(small, {"fraction": 1.0}, {"onednn": FRESH_BYTES - 1})
     assert small == {"onednn": 1e-3}
+
+
+def test_bfloat16_nchw_batches_keep_within_the_memory_budget():
+    """PyTorch's batched bfloat16 product copies a 2-D weight once per image (20x the input here):
+    the "torch" candidate must not allocate more than a tenth of the input beside its output."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(8, 256, 7, 7).to(torch.bfloat16)
+    w = torch.randn(256, 256).to(torch.bfloat16)
+    passes._forward_on("torch", x, w, None, (1, 1), 1, None, False)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        y = passes._forward_on("torch", x, w, None, (1, 1), 1, None, False)
+    out_bytes = y.numel() * y.element_size()
+    scratch = [e.cpu_memory_usage for e in prof.events()
+               if e.cpu_memory_usage > 0 and e.cpu_memory_usage != out_bytes and e.name == "aten::empty"]
+    assert max(scratch, default=0) <= 0.1 * x.numel() * x.element_size(), scratch
+    torch.testing.assert_close(y.float(), torch.matmul(w.float(), x.float().view(8, 256, 49)).view_as(y),
+                               atol=0.5, rtol=0.05)

@@ -46,11 +46,11 @@ def _mm_torch(a: Tensor, b: Tensor, out: Tensor) -> None:
     elif not out.is_contiguous():
         _mm_torch_images(a, b, out)
     elif a.dim() == 2 and a.dtype in _LOW:  # batches of as many matrices as the copies of a allow
-        step = max(1, int(_EXPAND_SHARE * b.numel() // a.numel()))
-        for i in range(0, out.shape[0], step):
-            if step == 1:
-                torch.mm(a, b[i], out=out[i])
-            else:
+        step = int(_EXPAND_SHARE * b.numel() // a.numel())
+        if step <= 1:
+            _mm_torch_images(a, b, out)
+        else:
+            for i in range(0, out.shape[0], step):
                 torch.matmul(a, b[i : i + step], out=out[i : i + step])
     else:
         torch.matmul(a, b, out=out)
