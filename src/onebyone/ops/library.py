@@ -11,7 +11,11 @@ What the registration gives, and who needs it:
 - autocast: floating inputs cast to the autocast dtype, as ``F.conv2d`` is, so that
   ``torch.autocast("cpu", dtype=torch.bfloat16)`` reaches the bfloat16 kernels;
 - a FLOP formula for ``torch.utils.flop_counter``;
-- a decomposition into ``aten.convolution``: what ``torch.onnx.export`` writes as a Conv node.
+- a decomposition into ``aten.convolution``: what ``torch.onnx.export`` writes as a Conv node,
+  and what an exported program becomes under ``run_decompositions(decompositions())``. It is kept
+  out of PyTorch's global decomposition table on purpose: inductor refuses to fall back to the
+  op's kernels when a global decomposition exists and ``CI`` is set in the environment, and would
+  otherwise decompose the op away from them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch._decomp
 import torch.utils.flop_counter
 from torch import Tensor
 
@@ -250,7 +253,6 @@ def _both_flops(grad_shape: Any, x_shape: Any, w_shape: Any, *args: Any, **kwarg
 # ------------------------------------------------------------------------ export to standard operators
 
 
-@torch._decomp.register_decomposition(conv1x1_op)
 def _as_convolution(
     x: Tensor,
     weight: Tensor,
@@ -259,8 +261,9 @@ def _as_convolution(
     groups: int = 1,
     activation: str | None = None,
 ) -> Tensor:
-    """conv1x1 in core ATen: what torch.onnx.export writes (a Conv node, then Relu or Clip), and what
-    an exported program becomes under run_decompositions()."""
+    """conv1x1 in core ATen: what torch.onnx.export writes (a Conv node, then Relu or Clip; the
+    operator function calls it while an ONNX export traces), and what an exported program becomes
+    under run_decompositions(decompositions())."""
     aten = torch.ops.aten
     w4 = weight if weight.dim() == 4 else weight[:, :, None, None]
     pair = [stride, stride] if isinstance(stride, int) else list(stride)
@@ -275,5 +278,7 @@ def _as_convolution(
 def decompositions() -> dict[Any, Any]:
     """The op's decomposition table, for an exported program that should hold core ATen only:
     ``program.run_decompositions({**torch.export.default_decompositions(), **decompositions()})``.
-    (Without it the program keeps the op, and its kernels.)"""
+    (Without it the program keeps the op, and its kernels.) ``torch.onnx.export`` of a module needs
+    nothing: while it traces, the operator function writes the convolution itself. An
+    ExportedProgram given to ``torch.onnx.export`` should be decomposed with this table first."""
     return {conv1x1_op: _as_convolution}

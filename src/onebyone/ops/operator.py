@@ -3,6 +3,7 @@ eager mode."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from torch.nn import Parameter
 
 from . import choice
 from .checks import _check, _is_channels_last, _pair
-from .library import conv1x1_op
+from .library import _as_convolution, conv1x1_op
 from .passes import _activation_grad, _contiguous, _forward, _forward_library, _forward_on, backward
 from .views import _format
 
@@ -72,6 +73,24 @@ def _plain_eager(x: Any, weight: Any, bias: Any) -> bool:
     )
 
 
+def _onnx_exporting() -> bool:
+    """True while torch.onnx.export traces; cheap, and imports nothing when torch.onnx is unused."""
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and bool(onnx.is_in_onnx_export())
+
+
+def _exported(x: Any, weight: Any, bias: Any, stride: Any, groups: Any, activation: Any) -> Tensor:
+    """The op as the convolution it decomposes into, its inputs cast first under autocast as the
+    op's autocast kernel casts them (so a bfloat16 activation meets a float32 weight)."""
+    if isinstance(x, Tensor) and torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight, bias = (
+            t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t for t in (x, weight, bias)
+        )
+    pair, activation = _check(x, weight, bias, stride, groups, activation)[3::2]
+    return _as_convolution(x, weight, bias, pair, groups, activation)
+
+
 def conv1x1(
     x: Tensor,
     weight: Tensor,
@@ -107,6 +126,8 @@ def conv1x1(
             do not match the weight, groups that do not divide the channels, stride < 1,
             tensors on different devices, an unknown activation.
     """
+    if _onnx_exporting():  # ONNX knows convolutions, not this op
+        return _exported(x, weight, bias, stride, groups, activation)
     if torch.compiler.is_compiling():  # the op, checked by its fake kernel
         return conv1x1_op(x, weight, bias, _pair(stride, "stride"), groups, activation)
     if _plain_eager(x, weight, bias):
