@@ -1,5 +1,6 @@
 """machine.peaks(): measured limits, cached by key, and the roofline built on them."""
 
+import itertools
 import json
 import time
 
@@ -37,6 +38,43 @@ def test_roofline_takes_the_slower_bound():
     assert machine.roofline_seconds(1e9, 50e9, p) == pytest.approx(5.0)  # memory-bound
     with pytest.raises(ValueError, match="flops"):
         machine.roofline_seconds(-1, 0, p)
+
+
+def test_the_bandwidth_of_a_working_set_the_caches_hold():
+    ladder = ((1_000, 400.0), (2_000, 300.0), (4_000, 100.0), (8_000, 120.0))
+    p = machine.Peaks(100.0, 10.0, "cpu", "test", 1, "x", "now", cache_bandwidth=ladder)
+    assert p.bandwidth_for(500) == 400.0  # below the smallest size measured: the fastest
+    assert p.bandwidth_for(1_500) == 400.0  # between two sizes: the one below (an upper bound)
+    assert p.bandwidth_for(2_000) == 300.0
+    assert p.bandwidth_for(5_000) == 120.0  # a slower point is no bound when a larger size beat it
+    assert p.bandwidth_for(16_000) == 120.0
+    assert p.bandwidth_for(16_001) == 10.0  # beyond twice the largest: the memory's
+    # the roofline's memory bound moves the bytes at their working set's bandwidth
+    assert machine.roofline_seconds(0, 2_000, p) == pytest.approx(2_000 / 300e9)
+    assert machine.roofline_seconds(0, 1e9, p) == pytest.approx(0.1)
+    assert machine.Peaks(100.0, 10.0, "cpu", "test", 1, "x", "now").bandwidth_for(10) == 10.0
+
+
+def test_cache_bandwidth_measured_for_real_and_kept(cache_home):
+    llc = machine._last_level_cache_bytes()
+    if not llc:
+        pytest.skip("this system does not say how large its caches are")
+    ladder = machine._measure_cache_bandwidth(repeats=1)
+    sizes = [size for size, _ in ladder]
+    assert sizes[0] == 256 * 2**10 and sizes[-1] <= 2 * llc < 2 * sizes[-1]
+    assert all(b == 2 * a for a, b in itertools.pairwise(sizes))
+    assert all(gbs > 0.1 for _, gbs in ladder)
+    p = machine.peaks(repeats=1)
+    assert p.cache_bandwidth and machine.peaks(repeats=1) == p  # through the JSON cache and back
+
+
+def test_a_cached_entry_without_cache_bandwidth_is_measured_again(cache_home, monkeypatch):
+    monkeypatch.setattr(machine, "_measure_cache_bandwidth", lambda repeats: ((1024, 99.0),))
+    old = machine.peaks(repeats=1).to_dict()
+    del old["cache_bandwidth"]
+    key = machine._key(torch.device("cpu"))
+    machine.cache_path().write_text(json.dumps({key: old}))
+    assert machine.peaks(repeats=1).cache_bandwidth == ((1024, 99.0),)
 
 
 def test_gemm_peak_is_the_fastest_product_at_hand(cache_home, monkeypatch):

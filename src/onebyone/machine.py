@@ -16,6 +16,10 @@ AVX-512) reaches about half of what oneDNN's and onebyone's AVX-512 kernels do, 
 roofline on ``torch.mm`` alone would put ordinary layers at 150-200% of it. ``gemm_by``
 records which one set the figure.
 
+The memory bandwidth is a copy well beyond the last-level cache; beside it a ladder of copies from
+256 KiB up to twice that cache gives the bandwidth of data a cache holds (``cache_bandwidth``), so
+that a layer whose tensors stay in a large L3 is measured against the bandwidth it can have.
+
 Conventions: 1 multiply-add (MAC) = 2 FLOPs; bandwidth counts bytes read plus bytes
 written; GB and GFLOP are 10^9.
 """
@@ -54,6 +58,9 @@ class Peaks:
     gemm_by: str = "torch.mm"  # which product set gemm_gflops (see the module's docstring)
     gemm_gflops_bf16: float | None = None  # the fastest bfloat16 GEMM (AMX through oneDNN where present)
     gemm_bf16_by: str = ""
+    # (bytes read + written, GB/s) of copies the caches hold, smallest first: a layer whose data
+    # stays in a cache moves it faster than bandwidth_gbs (see bandwidth_for)
+    cache_bandwidth: tuple[tuple[int, float], ...] = ()
 
     def gemm_gflops_for(self, dtype: torch.dtype = torch.float32) -> float:
         """The GEMM peak of the tensors' dtype: bfloat16 and float16 have their own (float32's
@@ -62,8 +69,20 @@ class Peaks:
             return self.gemm_gflops_bf16
         return self.gemm_gflops
 
+    def bandwidth_for(self, working_set: float) -> float:
+        """The bandwidth (GB/s) of work that touches ``working_set`` bytes: the fastest copy measured
+        at that size or larger (the size just below it when it falls between two), the memory's
+        beyond the caches. An upper bound, as a roofline needs: a 50 MB layer whose data a 480 MiB
+        L3 held ran at 1.3x the memory's bandwidth, over a roofline drawn with that alone."""
+        ladder = [(int(size), float(gbs)) for size, gbs in self.cache_bandwidth]
+        if not ladder or working_set > 2 * ladder[-1][0]:
+            return self.bandwidth_gbs
+        at = max([i for i, (size, _) in enumerate(ladder) if size <= working_set] or [0])
+        return max([self.bandwidth_gbs] + [gbs for _, gbs in ladder[at:]])
+
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """As JSON keeps it (the ladder's pairs as lists)."""
+        return {**asdict(self), "cache_bandwidth": [list(pair) for pair in self.cache_bandwidth]}
 
 
 def cache_path() -> Path:
@@ -244,6 +263,21 @@ def _measure_bandwidth(device: torch.device, repeats: int) -> float:
     return 2 * numel * src.element_size() / sec / 1e9
 
 
+def _measure_cache_bandwidth(repeats: int) -> tuple[tuple[int, float], ...]:
+    """Copy bandwidth (bytes read + written, GB/s) at working sets from 256 KiB, doubling, up to
+    twice the last-level cache, each the fastest of its runs; empty where the cache size is unknown."""
+    llc = _last_level_cache_bytes()
+    ladder: list[tuple[int, float]] = []
+    size = 256 * 2**10
+    while llc and size <= 2 * llc:
+        numel = size // 8  # two float32 buffers
+        copy = functools.partial(torch.empty(numel).copy_, torch.ones(numel))
+        sec = _best_seconds(copy, torch.device("cpu"), repeats, 2, min_seconds=0.05)
+        ladder.append((size, round(size / sec / 1e9, 2)))
+        size *= 2
+    return tuple(ladder)
+
+
 def _read_cache() -> dict[str, dict[str, object]]:
     try:
         data = json.loads(cache_path().read_text())
@@ -273,9 +307,11 @@ def peaks(device: str | torch.device = "cpu", *, refresh: bool = False, repeats:
     cache = _read_cache()
     if not refresh and key in cache:
         try:
-            return Peaks(**cache[key])  # type: ignore[arg-type]
+            cached = _from_dict(cache[key])
         except TypeError:
-            pass  # an older cache layout: measure again
+            cached = None  # an older cache layout: measure again
+        if cached is not None and (cached.cache_bandwidth or dev.type != "cpu"):
+            return cached
     with torch.no_grad():
         gemm, gemm_by = _measure_gemm(dev, repeats)
         bf16, bf16_by = _measure_gemm_bf16(repeats) if dev.type == "cpu" else (None, "")
@@ -290,10 +326,11 @@ def peaks(device: str | torch.device = "cpu", *, refresh: bool = False, repeats:
             gemm_by=gemm_by,
             gemm_gflops_bf16=None if bf16 is None else round(bf16, 2),
             gemm_bf16_by=bf16_by,
+            cache_bandwidth=_measure_cache_bandwidth(repeats) if dev.type == "cpu" else (),
         )
     if key in cache:  # a refresh keeps the best figure yet: interference can only lower a peak
         with contextlib.suppress(TypeError):
-            result = _best_of(result, Peaks(**cache[key]))  # type: ignore[arg-type]
+            result = _best_of(result, _from_dict(cache[key]))
     cache[key] = result.to_dict()
     _write_cache(cache)
     return result
@@ -309,7 +346,15 @@ def _best_of(new: Peaks, old: Peaks) -> Peaks:
         best = replace(best, gemm_gflops=old.gemm_gflops, gemm_by=old.gemm_by)
     if (old.gemm_gflops_bf16 or 0.0) > (new.gemm_gflops_bf16 or 0.0):
         best = replace(best, gemm_gflops_bf16=old.gemm_gflops_bf16, gemm_bf16_by=old.gemm_bf16_by)
-    return replace(best, bandwidth_gbs=max(new.bandwidth_gbs, old.bandwidth_gbs))
+    old_ladder = dict(old.cache_bandwidth)
+    ladder = tuple((size, max(gbs, old_ladder.get(size, 0.0))) for size, gbs in new.cache_bandwidth)
+    return replace(best, bandwidth_gbs=max(new.bandwidth_gbs, old.bandwidth_gbs), cache_bandwidth=ladder)
+
+
+def _from_dict(data: dict[str, Any]) -> Peaks:
+    """A cached Peaks (JSON keeps the ladder's pairs as lists)."""
+    ladder = tuple((int(size), float(gbs)) for size, gbs in data.get("cache_bandwidth", ()))
+    return Peaks(**{**data, "cache_bandwidth": ladder})
 
 
 def probe_gemm(device: str | torch.device = "cpu") -> Peaks:
@@ -339,7 +384,9 @@ def roofline_seconds(
     flops: float, bytes_moved: float, limits: Peaks, dtype: torch.dtype = torch.float32
 ) -> float:
     """The least time the work can take: compute-bound (at the GEMM peak of ``dtype``) or
-    memory-bound, whichever is slower."""
+    memory-bound, whichever is slower; the bytes move at the bandwidth of a working set of their
+    size (``Peaks.bandwidth_for``: a cache's where one holds them)."""
     if flops < 0 or bytes_moved < 0:
         raise ValueError(f"flops and bytes must be >= 0, got flops={flops}, bytes={bytes_moved}")
-    return max(flops / (limits.gemm_gflops_for(dtype) * 1e9), bytes_moved / (limits.bandwidth_gbs * 1e9))
+    bandwidth = limits.bandwidth_for(bytes_moved)
+    return max(flops / (limits.gemm_gflops_for(dtype) * 1e9), bytes_moved / (bandwidth * 1e9))
