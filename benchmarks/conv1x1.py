@@ -544,6 +544,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _cached(pk: dict[str, Any]) -> str:
+    """The fastest cache copy of the ladder, and the largest working set still at half its speed."""
+    ladder = pk.get("cache_bandwidth") or []
+    if not ladder:
+        return "no cache bandwidth"
+    best = max(gbs for _, gbs in ladder)
+    reach = max(size for size, gbs in ladder if gbs >= best / 2)
+    return f"caches up to {best:g} GB/s (at least half that up to {reach / 2**20:g} MiB)"
+
+
 def main(argv: list[str] | None = None) -> int:
     global DTYPE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -604,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
               f"Roofline ({report['dtype']}): {pk['gemm_gflops']} GFLOP/s float32 GEMM "
               f"({pk.get('gemm_by', 'torch.mm')}), {pk.get('gemm_gflops_bf16')} GFLOP/s bfloat16 "
               f"({pk.get('gemm_bf16_by') or '-'}), "
-              f"{pk['bandwidth_gbs']} GB/s memory "
+              f"{pk['bandwidth_gbs']} GB/s memory, {_cached(pk)} "
               f"(onebyone.machine.peaks(), measured {pk['measured_at']}).\n"
               f"conv1x1's pool of freed outputs: {pool}.\n"
               f"Command: `{report['command']}`; {report['statistic']}; {report['date']}.\n")
