@@ -263,7 +263,8 @@ def _step(fn: Callable[[Case], Tensor | None], case: Case, mode: str, grads: dic
 
 def time_shape(shape: Shape, mode: str, repeats: int, bias: bool, activation: str | None,
                min_sample_s: float) -> dict[str, dict[str, float | None]]:
-    """Median seconds per call, per layout and method, timed round-robin in one process."""
+    """Median seconds per call, per layout and method, timed round-robin (one layout at a time) in
+    one process."""
     entries: list[tuple[str, str, Callable[[Case], Tensor | None], Case, dict[str, Tensor]]] = []
     for layout in LAYOUTS:
         case = make_case(shape, layout, bias, activation)
@@ -287,15 +288,21 @@ def time_shape(shape: Shape, mode: str, repeats: int, bias: bool, activation: st
         # small shapes run several calls per sample so that the clock's resolution does not matter
         inner[(layout, name)] = max(1, math.ceil(min_sample_s / max(min(first, second), 1e-7)))
         samples[(layout, name)] = []
-    runnable = [e for e in entries if (e[0], e[1]) in inner]
-    for r in range(repeats):
-        order = runnable[r % len(runnable):] + runnable[: r % len(runnable)]
-        for layout, name, fn, case, grads in order:
-            reps = inner[(layout, name)]
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                _step(fn, case, mode, grads)
-            samples[(layout, name)].append((time.perf_counter() - t0) / reps)
+    # each layout's methods take turns on their own, on one input: the first calls after a method
+    # of the other layout (another input, another output) ran slow (a bf16 channels_last oneDNN
+    # convolution: 3.8, 3.6, 2.7, then 1.5 ms), and a rotation over both layouts put each method
+    # after the same neighbour in every round, so that cost fell on conv1x1 every time
+    for layout in LAYOUTS:
+        runnable = [e for e in entries if e[0] == layout and (e[0], e[1]) in inner]
+        for r in range(repeats):
+            order = runnable[r % len(runnable):] + runnable[: r % len(runnable)]
+            for _, name, fn, case, grads in order:
+                reps = inner[(layout, name)]
+                _step(fn, case, mode, grads)  # untimed: what the previous method left is not this one's
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    _step(fn, case, mode, grads)
+                samples[(layout, name)].append((time.perf_counter() - t0) / reps)
     out: dict[str, dict[str, float | None]] = {layout: {} for layout in LAYOUTS}
     for layout, name, *_ in entries:
         got = samples.get((layout, name))
@@ -532,8 +539,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpu": limits.name, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
                     "peaks": limits.to_dict(), "load_average": os.getloadavg()},
-        "statistic": f"median of {args.repeats} interleaved rounds after a warm-up, "
-                     f"each sample >= {args.min_sample_ms:g} ms of back-to-back calls",
+        "statistic": f"median of {args.repeats} interleaved rounds per layout after a warm-up, "
+                     f"each after an untimed call, each sample "
+                     f">= {args.min_sample_ms:g} ms of back-to-back calls",
         "output_pool_bytes": ops.pool._pool.max_bytes,
         "dtype": str(DTYPE).removeprefix("torch."), "bias": args.bias,
         "over_roofline": sorted({f"{r['shape']} {r['mode']} {r['layout']}" for r in rows
