@@ -1,7 +1,8 @@
 """conv1x1 against every other way PyTorch offers to run a pointwise convolution, on real layer shapes.
 
-Per shape and per memory layout, timed interleaved in one process (round-robin, the starting
-method rotating each round, median of ``--repeats`` rounds after a warm-up):
+Per shape and per memory layout, timed interleaved in one process (round-robin within a layout,
+the starting method rotating each round, each sample after an untimed call, median of
+``--repeats`` rounds after a warm-up):
 
 * NCHW: ``onebyone.conv1x1``, ``F.conv2d`` and ``torch.matmul`` on the N x C x (H*W) view;
 * channels_last: ``onebyone.conv1x1``, ``F.conv2d`` and ``F.linear`` on the N x H x W x C view;
