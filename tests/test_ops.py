@@ -1033,3 +1033,45 @@ def test_the_seen_calls_are_bounded(monkeypatch):
             want = x.sum(1, keepdim=True).expand(1, 2, h, 3)
             torch.testing.assert_close(conv1x1(x, torch.ones(2, 4)), want)
             assert 1 <= len(choice._plans) <= 3
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_seen_training_calls_remember_their_libraries_and_stay_exact(channels_last):
+    """A training call seen before skips the checks and the candidates (its libraries remembered per
+    pass and per wanted gradient): its outputs and gradients stay those of the first call, and an
+    inference call of the same signature afterwards still gets its own library."""
+    from onebyone.ops import choice
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(3)
+    x0 = torch.randn(2, 10, 9, 7).contiguous(memory_format=fmt)
+    w0, b0 = torch.randn(6, 10, 1, 1), torch.randn(6)
+    g = torch.randn(2, 6, 9, 7).contiguous(memory_format=fmt)
+    choice._plans.clear()
+
+    def step(want_x: bool) -> tuple[torch.Tensor, ...]:
+        x = x0.clone().requires_grad_(want_x)
+        w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
+        y = conv1x1(x, w, b, activation="relu")
+        y.backward(g)
+        assert w.grad is not None and b.grad is not None
+        return (y.detach(), w.grad, b.grad) + ((x.grad,) if want_x else ())
+
+    first = step(True)
+    x = x0.clone().requires_grad_()
+    w = w0.clone().requires_grad_()
+    b = b0.clone().requires_grad_()
+    expected = F.relu(F.conv2d(x, w, b))
+    expected.backward(g)
+    for got, want in zip(first, (expected.detach(), w.grad, b.grad, x.grad), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert any(key[0] == "train" for key in choice._plans)
+    assert any(key[0] == "backward" and key[2:] == (True, True) for key in choice._plans)
+    for _ in range(2):  # from the plans: bit for bit the first call's
+        assert all(torch.equal(a, b) for a, b in zip(step(True), first, strict=True))
+    weight_only = step(False)  # another wanted set: a plan of its own, the same values
+    assert any(key[0] == "backward" and key[2:] == (False, True) for key in choice._plans)
+    assert all(torch.equal(a, b) for a, b in zip(weight_only, first[:3], strict=True))
+    with torch.no_grad():  # the signature was seen in training only
+        torch.testing.assert_close(conv1x1(x0, w0, b0, activation="relu"), first[0], atol=0, rtol=0)
+        torch.testing.assert_close(conv1x1(x0, w0, b0, activation="relu"), first[0], atol=0, rtol=0)

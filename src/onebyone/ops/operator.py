@@ -13,7 +13,7 @@ from torch.nn import Parameter
 from . import choice
 from .checks import _check, _is_channels_last, _pair
 from .library import _as_convolution, conv1x1_op
-from .passes import _activation_grad, _contiguous, _forward, _forward_library, _forward_on, backward
+from .passes import _activation_grad, _contiguous, _forward_library, _forward_on, backward
 from .views import _format
 
 
@@ -29,27 +29,37 @@ class _Conv1x1Function(torch.autograd.Function):
         groups: int,
         activation: str | None,
         channels_last: bool,
+        sig: tuple[Any, ...] | None = None,
     ) -> Tensor:
         # weight: the caller's tensor (K x C/g x 1 x 1 or K x C/g), the input whose gradient is
         # returned; w: the same values as K x C/g with contiguous rows, detached, what is computed
         # with. A view of weight made outside would put a view node into the graph (3 us of the
-        # seed's 10x32x32->4 forward+backward here, 70.4 against 67.4 us interleaved).
-        y = _forward(x, w, bias, stride, groups, activation, channels_last)
+        # seed's 10x32x32->4 forward+backward here, 70.4 against 67.4 us interleaved). sig: the
+        # call's signature where its libraries may be remembered (see _eager), else None.
+        plan = None if sig is None else choice._plans.get(("train", sig))
+        if plan is None:
+            name = _forward_library(x, w, bias, stride, groups, activation, channels_last)
+            if sig is not None:
+                choice._plans[("train", sig)] = (name,)
+        else:
+            name = plan[0]
+        y = _forward_on(name, x, w, bias, stride, groups, activation, channels_last)
         ctx.save_for_backward(x, w, y if activation is not None else None)
-        ctx.conf = (stride, groups, activation, bias is not None, channels_last, weight.shape)
+        ctx.conf = (stride, groups, activation, bias is not None, channels_last, weight.shape, sig)
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, w, y = ctx.saved_tensors
-        stride, groups, activation, has_bias, channels_last, weight_shape = ctx.conf
+        stride, groups, activation, has_bias, channels_last, weight_shape, sig = ctx.conf
         grad = _activation_grad(grad, y, activation)
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gx, gw = backward(grad, x, w, stride, groups, channels_last, want_x, want_w)
+        plan = None if sig is None else ("backward", sig, want_x, want_w)
+        gx, gw = backward(grad, x, w, stride, groups, channels_last, want_x, want_w, plan)
         if gw is not None and len(weight_shape) == 4:
             gw = gw.reshape(weight_shape)
         gb = grad.sum(dim=(0, 2, 3)) if has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None, None
 
 
 _PLAIN = (Tensor, Parameter)
@@ -155,25 +165,39 @@ def _eager(
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
-    sig = None if needs_grad else _signature(x, weight, bias, stride, groups, activation)
+    sig = _signature(x, weight, bias, stride, groups, activation)
     plan = None if sig is None else choice._plans.get(sig)
-    if plan is not None:  # an inference call seen before: checked then, its library known
+    if sig is not None and plan is not None:  # a call seen before: checked then, its layout known
         name, stride_pair, channels_last = plan
+        if needs_grad:  # the libraries of its passes are remembered under ("train", sig)
+            w = weight.detach()
+            w = w.view(w.shape[0], -1) if w.dim() == 4 else w
+            y: Tensor = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation,
+                                               channels_last, sig)
+            return y
         # no gradient is wanted, so a view of the weight joins no graph: no detach (0.3 us)
         w = weight.view(weight.shape[0], -1) if weight.dim() == 4 else weight
+        if not name:  # seen in training only: the forward's library is chosen now
+            name = _forward_library(x, w, bias, stride_pair, groups, activation, channels_last)
+            choice._plans[sig] = (name, stride_pair, channels_last)
         return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
     x, w, bias, stride_pair, groups, activation = _check(x, weight, bias, stride, groups, activation)
     channels_last = _is_channels_last(x)
     packed = x.is_contiguous(memory_format=_format(channels_last)) and weight.is_contiguous()
     x, w = _contiguous(x, w, channels_last)
+    # a packed CPU call's checks, layout and libraries are remembered under its signature: in
+    # training too (the seed's 10x32x32->4 forward+backward spent a fifth of its time on them)
+    keep = sig if packed and x.is_cpu else None
+    if keep is not None and len(choice._plans) >= _MAX_PLANS:  # ever new sizes: start again
+        choice._plans.clear()
     if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
         name = _forward_library(x, w, bias, stride_pair, groups, activation, channels_last)
-        if sig is not None and packed and x.is_cpu:
-            if len(choice._plans) >= _MAX_PLANS:  # inputs of ever new sizes: start again
-                choice._plans.clear()
-            choice._plans[sig] = (name, stride_pair, channels_last)
+        if keep is not None:
+            choice._plans[keep] = (name, stride_pair, channels_last)
         return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
-    y: Tensor = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation, channels_last)
+    if keep is not None:
+        choice._plans[keep] = ("", stride_pair, channels_last)  # the library: under ("train", sig)
+    y = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation, channels_last, keep)
     return y
 
 

@@ -9,6 +9,8 @@ in their natural form ("native") and, for NCHW images, turned around on the chan
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -241,17 +243,44 @@ def backward(
     channels_last: bool,
     want_x: bool,
     want_w: bool,
+    plan: tuple[Any, ...] | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """grad_x and grad_W (K x C/g) of packed x and w, each only if wanted: pass by pass on the
     libraries chosen for each, or both in one oneDNN call (sharing its reorder of grad) where that
-    was timed faster than the two chosen passes."""
+    was timed faster than the two chosen passes. ``plan``, a key of ``choice._plans``: the
+    libraries are remembered under it, and read from it on the next call (no candidates, no keys)."""
     fmt = _format(channels_last)
     if not grad.is_contiguous(memory_format=fmt):
         grad = grad.contiguous(memory_format=fmt)
+    known = None if plan is None else choice._plans.get(plan)
+    if known is None:
+        known = _backward_libraries(grad, x, w, stride, groups, channels_last, want_x, want_w)
+        if plan is not None:
+            choice._plans[plan] = known
+    gi, gw = known
+    if gi == "both":
+        return _onednn_backward_both(grad, x, w, stride, groups)
+    gx = _grad_input_on(gi, grad, x, w, stride, groups, channels_last) if want_x else None
+    gwt = _grad_weight_on(gw, grad, x, w, stride, groups, channels_last) if want_w else None
+    return gx, gwt
+
+
+def _backward_libraries(
+    grad: Tensor,
+    x: Tensor,
+    w: Tensor,
+    stride: tuple[int, int],
+    groups: int,
+    channels_last: bool,
+    want_x: bool,
+    want_w: bool,
+) -> tuple[str, str]:
+    """The libraries of grad_x and grad_W ("" where not wanted), or ("both", "both") for one oneDNN
+    call of the two (timed now where a key is new)."""
     gi = _grad_input_choice(grad, x, w, stride, groups, channels_last) if want_x else ""
     gw = _grad_weight_choice(grad, x, w, stride, groups, channels_last) if want_w else ""
     if (gi, gw) == ("onednn", "onednn"):
-        return _onednn_backward_both(grad, x, w, stride, groups)
+        return "both", "both"
     if want_x and want_w and _onednn_ok(x, w, channels_last):
         key = choice_key("backward", channels_last, x.shape, w.shape[0], stride, groups, x.dtype)
 
@@ -266,7 +295,5 @@ def backward(
             _fresh_output(["onednn"], x, x.shape[1], (1, 1)),
         )
         if both == "onednn":
-            return _onednn_backward_both(grad, x, w, stride, groups)
-    gx = _grad_input_on(gi, grad, x, w, stride, groups, channels_last) if want_x else None
-    gwt = _grad_weight_on(gw, grad, x, w, stride, groups, channels_last) if want_w else None
-    return gx, gwt
+            return "both", "both"
+    return gi, gw
