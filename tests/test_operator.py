@@ -339,6 +339,30 @@ def test_onnx_export_writes_standard_operators_that_onnxruntime_runs(case, tmp_p
 
 
 @pytest.mark.slow
+def test_onnx_export_of_an_exported_program_decomposed_with_the_op_table(tmp_path):
+    """The path docs/op.md gives for a program exported first: run_decompositions with the op's
+    table, then torch.onnx.export writes standard Conv nodes."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = _mixed().eval()
+    x = _input((2, 3, 12, 10), False)
+    table = torch.export.default_decompositions()
+    table.update(onebyone.ops.decompositions())
+    program = torch.export.export(model, (x,)).run_decompositions(table)
+    path = tmp_path / "program.onnx"
+    torch.onnx.export(program, f=path, dynamo=True, verbose=False)
+    proto = onnx.load(str(path))
+    assert "Conv" in {node.op_type for node in proto.graph.node}
+    assert not any(node.domain.startswith("onebyone") for node in proto.graph.node)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert abs(got - expected).max() <= 1e-5 * max(1.0, abs(expected).max())
+
+
+@pytest.mark.slow
 def test_onnx_export_under_autocast_writes_bfloat16_convolutions():
     """onnxruntime's CPU provider has no bfloat16 Conv kernel, so the file is checked, not run."""
     onnx = pytest.importorskip("onnx")
