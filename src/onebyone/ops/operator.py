@@ -29,20 +29,15 @@ class _Conv1x1Function(torch.autograd.Function):
         groups: int,
         activation: str | None,
         channels_last: bool,
-        sig: tuple[Any, ...] | None = None,
+        name: str,
+        sig: tuple[Any, ...] | None,
     ) -> Tensor:
         # weight: the caller's tensor (K x C/g x 1 x 1 or K x C/g), the input whose gradient is
         # returned; w: the same values as K x C/g with contiguous rows, detached, what is computed
         # with. A view of weight made outside would put a view node into the graph (3 us of the
-        # seed's 10x32x32->4 forward+backward here, 70.4 against 67.4 us interleaved). sig: the
-        # call's signature where its libraries may be remembered (see _eager), else None.
-        plan = None if sig is None else choice._plans.get(("train", sig))
-        if plan is None:
-            name = _forward_library(x, w, bias, stride, groups, activation, channels_last)
-            if sig is not None:
-                choice._plans[("train", sig)] = (name,)
-        else:
-            name = plan[0]
+        # seed's 10x32x32->4 forward+backward here, 70.4 against 67.4 us interleaved). name: the
+        # forward's library; sig: the call's signature where the backward's libraries may be
+        # remembered (see _eager), else None.
         y = _forward_on(name, x, w, bias, stride, groups, activation, channels_last)
         ctx.save_for_backward(x, w, y if activation is not None else None)
         ctx.conf = (stride, groups, activation, bias is not None, channels_last, weight.shape, sig)
@@ -59,7 +54,7 @@ class _Conv1x1Function(torch.autograd.Function):
         if gw is not None and len(weight_shape) == 4:
             gw = gw.reshape(weight_shape)
         gb = grad.sum(dim=(0, 2, 3)) if has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None, None, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None, None, None
 
 
 _PLAIN = (Tensor, Parameter)
@@ -97,7 +92,7 @@ def _exported(x: Any, weight: Any, bias: Any, stride: Any, groups: Any, activati
         x, weight, bias = (
             t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t for t in (x, weight, bias)
         )
-    pair, activation = _check(x, weight, bias, stride, groups, activation)[3::2]
+    _, _, _, pair, _, activation = _check(x, weight, bias, stride, groups, activation)
     return _as_convolution(x, weight, bias, pair, groups, activation)
 
 
@@ -169,17 +164,14 @@ def _eager(
     plan = None if sig is None else choice._plans.get(sig)
     if sig is not None and plan is not None:  # a call seen before: checked then, its layout known
         name, stride_pair, channels_last = plan
-        if needs_grad:  # the libraries of its passes are remembered under ("train", sig)
+        if needs_grad:  # the backward's libraries are remembered under ("backward", sig, ...)
             w = weight.detach()
             w = w.view(w.shape[0], -1) if w.dim() == 4 else w
             y: Tensor = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation,
-                                               channels_last, sig)
+                                               channels_last, name, sig)
             return y
         # no gradient is wanted, so a view of the weight joins no graph: no detach (0.3 us)
         w = weight.view(weight.shape[0], -1) if weight.dim() == 4 else weight
-        if not name:  # seen in training only: the forward's library is chosen now
-            name = _forward_library(x, w, bias, stride_pair, groups, activation, channels_last)
-            choice._plans[sig] = (name, stride_pair, channels_last)
         return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
     x, w, bias, stride_pair, groups, activation = _check(x, weight, bias, stride, groups, activation)
     channels_last = _is_channels_last(x)
@@ -190,14 +182,14 @@ def _eager(
     keep = sig if packed and x.is_cpu else None
     if keep is not None and len(choice._plans) >= _MAX_PLANS:  # ever new sizes: start again
         choice._plans.clear()
-    if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
+    with torch.no_grad():  # a new key's timing runs the candidates: no graph of them
         name = _forward_library(x, w, bias, stride_pair, groups, activation, channels_last)
-        if keep is not None:
-            choice._plans[keep] = (name, stride_pair, channels_last)
-        return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
     if keep is not None:
-        choice._plans[keep] = ("", stride_pair, channels_last)  # the library: under ("train", sig)
-    y = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation, channels_last, keep)
+        choice._plans[keep] = (name, stride_pair, channels_last)
+    if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
+        return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
+    y = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation, channels_last,
+                               name, keep)
     return y
 
 
