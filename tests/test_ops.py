@@ -1067,7 +1067,8 @@ def test_seen_training_calls_remember_their_libraries_and_stay_exact(channels_la
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     # the signature's plan names the forward's library, the backward's are kept beside it
     forward_plans = [plan for key, plan in choice._plans.items() if key[0] != "backward"]
-    assert len(forward_plans) == 1 and forward_plans[0][0] in (*ops.BACKENDS[2:], "native_turned", "torch_images")
+    libraries = (*ops.BACKENDS[2:], "native_turned", "torch_images")
+    assert len(forward_plans) == 1 and forward_plans[0][0] in libraries
     assert any(key[0] == "backward" and key[2:] == (True, True) for key in choice._plans)
     for _ in range(2):  # from the plans: bit for bit the first call's
         assert all(torch.equal(a, b) for a, b in zip(step(True), first, strict=True))
