@@ -12,7 +12,7 @@ setup(
         Extension(
             "onebyone._native",
             sources=["src/onebyone/_native.c"],
-            depends=["src/onebyone/_native_kernels.h"],
+            depends=["src/onebyone/_native_kernels.h", "src/onebyone/_native_amx.h"],
             extra_compile_args=["-O3", "-std=gnu11", "-pthread", "-fno-math-errno"],
             extra_link_args=["-pthread"],
             libraries=["dl"],

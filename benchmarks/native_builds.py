@@ -3,7 +3,8 @@
 Each ``-D`` list is one variant build of the kernels (``-D NAME=VALUE`` overrides a size or a switch
 that _native.c keeps under ``#ifndef``: KCMAX, TILE_BYTES, WIDE_TILE_BYTES, GW_OUTER_BYTES,
 GW_OUTER_IMAGES_BYTES, CL_GW_MIN_TILE, PFD, PACK_MIN_PIXELS, KSPLIT, FLOPS_PER_THREAD,
-FWD_PREFETCH_Y, CL_PREFETCH_Y, PREFETCH_Y_MIN_BYTES). Two builds without overrides are made too: the
+FWD_PREFETCH_Y, CL_PREFETCH_Y, PREFETCH_Y_MIN_BYTES; for the bfloat16 AMX kernel, ``--dtype bfloat16
+--candidate amx``: AMX_A_BYTES). Two builds without overrides are made too: the
 control, which every time is divided by, and a second copy of it, which shows how finely the
 comparison resolves (the same code, loaded at another address). All builds are loaded into one
 process and run in turn, interleaved, on the same data, through conv1x1's own native passes.
@@ -15,7 +16,7 @@ a message.
 
     python benchmarks/native_builds.py -D WIDE_TILE_BYTES=196608L [-D GW_OUTER_BYTES=131072L ...]
         [--against HEAD~1 ...] [--layout nchw|channels_last] [--shapes GLOB ...] [--passes forward ...]
-        [--repeats 9]
+        [--dtype float32|bfloat16] [--candidate native|native_turned|amx|amx_turned] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -33,10 +34,8 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from candidates import PASSES, _runners, _time
+from candidates import DTYPES, PASSES, _runners, _time
 from conv1x1 import suite
 from onebyone import ops
 
@@ -63,9 +62,11 @@ def checkout(rev: str, into: Path) -> Path:
     """The kernels' sources (_native.c and the header it includes) as they were at git revision rev,
     written into the folder into; returns the path of _native.c there."""
     into.mkdir(parents=True)
-    for name in ("_native.c", "_native_kernels.h"):
+    for name in ("_native.c", "_native_kernels.h", "_native_amx.h"):
         rel = SOURCE.with_name(name).relative_to(ROOT).as_posix()
         done = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, capture_output=True, check=False)
+        if done.returncode != 0 and name == "_native_amx.h":  # a revision from before the AMX kernel
+            continue
         if done.returncode != 0:
             raise RuntimeError(f"--against {rev}: git show {rev}:{rel} failed: {done.stderr.decode()[-500:]}")
         (into / name).write_bytes(done.stdout)
@@ -85,14 +86,14 @@ def load(path: Path) -> types.ModuleType:
 
 
 def on(module: types.ModuleType, fn: Callable[[], object]) -> Callable[[], object]:
-    """fn with conv1x1's native passes running on this build."""
+    """fn with conv1x1's native and AMX passes running on this build."""
 
     def run() -> object:
-        before, ops.native._native = ops.native._native, module
+        before, ops.native._native, ops.amx._native = ops.native._native, module, module
         try:
             return fn()
         finally:
-            ops.native._native = before
+            ops.native._native = ops.amx._native = before
 
     return run
 
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw")
     parser.add_argument("--shapes", nargs="+", metavar="GLOB", help="only shapes whose name matches")
     parser.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES))
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--candidate", choices=["native", "native_turned", "amx", "amx_turned"],
+                        default="native", help="which of conv1x1's candidates runs on the builds")
     parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds; the median is kept")
     parser.add_argument("--min-sample-ms", type=float, default=20.0)
     args = parser.parse_args(argv)
@@ -135,15 +139,16 @@ def main(argv: list[str] | None = None) -> int:
         modules = [load(p) for p in paths]
     cl = args.layout == "channels_last"
     header = "| shape | pass | control ms | " + " | ".join(f"{n} / control" for n in names[1:]) + " |"
-    print(f"native kernels: {ops.native_isa()}, {args.layout}; median of {args.repeats} interleaved rounds")
+    print(f"native kernels: {ops.native_isa()}, {args.layout}, {args.dtype}, candidate {args.candidate}; "
+          f"median of {args.repeats} interleaved rounds")
     print(header)
     print("|---" * (3 + len(names) - 1) + "|")
     for shape in shapes:
-        for pass_, fns in _runners(shape, cl, torch.float32).items():
-            if pass_ not in args.passes or "native" not in fns:
+        for pass_, fns in _runners(shape, cl, DTYPES[args.dtype]).items():
+            if pass_ not in args.passes or args.candidate not in fns:
                 continue
             try:
-                t = _time({n: on(m, fns["native"]) for n, m in zip(names, modules, strict=True)},
+                t = _time({n: on(m, fns[args.candidate]) for n, m in zip(names, modules, strict=True)},
                           args.repeats, args.min_sample_ms / 1e3)
             except TypeError as err:  # a revision's kernels that take other arguments than this checkout's
                 print(f"{shape.name} {pass_}: a build cannot take this checkout's call: {err}",

@@ -352,6 +352,10 @@ static void pick_isa(void)
     use_isa(isa_supported("avx512") ? "avx512" : isa_supported("avx2") ? "avx2" : "base");
 }
 
+#ifdef HAVE_X86_VARIANTS
+#include "_native_amx.h"
+#endif
+
 /* ----------------------------------------------------------------------------- drivers */
 
 static void fwd_range(const void *ctx, long i0, long i1)
@@ -718,6 +722,60 @@ static PyObject *py_grad_weight_cl(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_gemm_bf16(PyObject *self, PyObject *args)
+{
+    Py_ssize_t a, lda, an, b, sbk, sbn, bn, out, som, son, on, bias, images, M, N, Kd;
+    int bias_rows, act, threads, out_f32 = 0, accumulate = 0, sum_images = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnnnnnnnii|iii", &a, &lda, &an, &b, &sbk, &sbn, &bn, &out, &som, &son,
+                          &on, &bias, &bias_rows, &images, &M, &N, &Kd, &act, &threads, &out_f32, &accumulate,
+                          &sum_images))
+        return NULL;
+    if (images < 0 || M < 0 || N < 0 || Kd < 1 || act < 0 || act > 2) {
+        PyErr_Format(PyExc_ValueError, "gemm_bf16: bad sizes images=%zd M=%zd N=%zd Kd=%zd act=%d", images, M, N,
+                     Kd, act);
+        return NULL;
+    }
+    if ((accumulate || sum_images) && (bias || act)) { /* they would be applied to each partial sum */
+        PyErr_SetString(PyExc_ValueError, "gemm_bf16: no bias or activation on a sum over calls or images");
+        return NULL;
+    }
+#ifdef HAVE_X86_VARIANTS
+    if (!amx_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "gemm_bf16: this CPU (or its kernel) gives no AMX-BF16 tiles");
+        return NULL;
+    }
+    Amx j = {.a = as_ptr(a), .lda = lda, .an = an, .b = as_ptr(b), .sbk = sbk, .sbn = sbn, .bn = bn,
+             .out = as_ptr(out), .som = som, .son = son, .on = on, .bias = as_ptr(bias),
+             .bias_rows = bias_rows, .images = images, .M = M, .N = N, .Kd = Kd, .act = act,
+             .out_f32 = out_f32, .accumulate = accumulate, .sum_images = sum_images};
+    int rc = 0;
+    if (images > 0 && M > 0 && N > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = run_amx(&j, threads);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+#else
+    (void)a, (void)lda, (void)an, (void)b, (void)sbk, (void)sbn, (void)bn, (void)out, (void)som, (void)son;
+    (void)on, (void)bias, (void)bias_rows, (void)threads, (void)out_f32, (void)accumulate, (void)sum_images;
+    PyErr_SetString(PyExc_RuntimeError, "gemm_bf16: built without the AMX kernel");
+    return NULL;
+#endif
+}
+
+static PyObject *py_amx(PyObject *self, PyObject *args)
+{
+    (void)self;
+    (void)args;
+#ifdef HAVE_X86_VARIANTS
+    return PyBool_FromLong(amx_ready);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyObject *py_use_openmp(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -788,6 +846,14 @@ static PyMethodDef methods[] = {
     {"grad_weight_cl", py_grad_weight_cl, METH_VARARGS,
      "grad_weight_cl(g, gp, x, xp, out, ok, P, K, C, accumulate, threads): channels_last "
      "out[k,c] (+)= sum over p of g[p,k] x[p,c]."},
+    {"gemm_bf16", py_gemm_bf16, METH_VARARGS,
+     "gemm_bf16(a, lda, an, b, sbk, sbn, bn, out, som, son, on, bias, bias_rows, images, M, N, Kd, act, threads, "
+     "out_f32=0, accumulate=0, sum_images=0): on AMX tiles, per image i, out(m, n) = act(sum_kk A(m, kk) B(kk, n) "
+     "+ bias) from bfloat16, summed in float32; A(m, kk) at a + i*an + m*lda + kk, B(kk, n) at "
+     "b + i*bn + kk*sbk + n*sbn, out(m, n) at out + i*on + m*som + n*son, bias[m] (bias_rows) or bias[n] or none "
+     "(0); element strides. out is bfloat16, or float32 with out_f32; accumulate adds to it; sum_images sums "
+     "every image's product into the one output."},
+    {"amx", py_amx, METH_NOARGS, "Whether gemm_bf16 can run here (AMX-BF16 tiles granted to this process)."},
     {"use_openmp", py_use_openmp, METH_O,
      "use_openmp(path): run the threads on the OpenMP runtime loaded from path (already loaded); "
      "returns whether it could. use_openmp('') goes back to threads of the kernels' own."},
@@ -806,5 +872,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
 PyMODINIT_FUNC PyInit__native(void)
 {
     pick_isa();
+#ifdef HAVE_X86_VARIANTS
+    amx_init();
+#endif
     return PyModule_Create(&module);
 }

@@ -24,7 +24,7 @@ from .pool import FRESH_BYTES, fault_seconds
 
 #: The policies: "auto" measures; "fixed" never does (onebyone's kernels wherever they apply, else
 #: PyTorch's BLAS: the same libraries on every machine); the others force one where it applies.
-BACKENDS = ("auto", "fixed", "torch", "numpy", "onednn", "native")
+BACKENDS = ("auto", "fixed", "torch", "numpy", "onednn", "native", "amx")
 
 #: Seconds a new key may spend timing its candidates, all of them together.
 TIMING_BUDGET = 0.05
@@ -53,8 +53,9 @@ def set_backend(name: str = "auto") -> str:
     each key (layout, shape, stride, groups, dtype, threads), within 50 ms, and keeps the fastest,
     on disk too (:func:`choices_path`). ``"fixed"`` never times: onebyone's own kernels wherever
     they apply, PyTorch's BLAS elsewhere (or what :func:`pin_choices` pinned). ``"torch"``,
-    ``"numpy"``, ``"onednn"`` or ``"native"`` force one library wherever it applies, PyTorch's BLAS
-    elsewhere. CUDA tensors always run on PyTorch's own kernels.
+    ``"numpy"``, ``"onednn"``, ``"native"`` (float32) or ``"amx"`` (the bfloat16 forward where the
+    CPU has AMX) force one library wherever it applies, PyTorch's BLAS elsewhere. CUDA tensors
+    always run on PyTorch's own kernels.
     """
     global _policy
     if name not in BACKENDS:
@@ -99,7 +100,7 @@ def clear_choices(*, disk: bool = False) -> None:
 def pin_choices(choices: Mapping[Any, str]) -> None:
     """Use these choices (key -> library, as :func:`chosen_backends` gives them, or their text
     form 'forward|nchw|...') without timing; a pin whose library does not apply is ignored."""
-    names = set(BACKENDS[2:]) | {"native_turned", "torch_images", "passes"}
+    names = set(BACKENDS[2:]) | {"native_turned", "amx_turned", "torch_images", "passes"}
     for key, name in choices.items():
         if name not in names:
             raise ValueError(f"pin {key!r}: library must be one of {sorted(names)}, got {name!r}")

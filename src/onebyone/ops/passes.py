@@ -4,7 +4,8 @@ The candidates of each pass are the libraries correct for it (dtype, layout, str
 budget): PyTorch's BLAS on views ("torch"; for NCHW batches also one image at a time,
 "torch_images"), oneDNN's convolution ("onednn"), onebyone's kernels
 in their natural form ("native") and, for NCHW images, turned around on the channels_last kernel
-("native_turned"), NumPy's BLAS when forced ("numpy"). choice.decide picks among them.
+("native_turned"), bfloat16 on onebyone's AMX kernel ("amx", and for channels_last
+"amx_turned"; see amx.py), NumPy's BLAS when forced ("numpy"). choice.decide picks among them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import choice
+from .amx import _amx_ok, _forward_amx, _grad_input_amx, _grad_weight_amx
 from .choice import choice_key, decide
 from .gemm import (
     _finished,
@@ -67,6 +69,10 @@ def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: in
         pixels = -(-x.shape[2] // stride[0]) * -(-x.shape[3] // stride[1])
         if not channels_last and pixels > 1 and _native_cl_forward_ok(x, w, groups):
             names.append("native_turned")
+    if _amx_ok(x):
+        # a strided channels_last input runs turned only (its kept pixels are not rows a tile can read)
+        rows = stride == (1, 1) or not channels_last or x.shape[2] * x.shape[3] == 1
+        names += ["amx"] * rows + ["amx_turned"] * channels_last
     return names
 
 
@@ -78,6 +84,8 @@ def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channel
         names.append("native")
         if not channels_last and stride == (1, 1) and x.shape[2] * x.shape[3] > 1:
             names.append("native_turned")
+    if _amx_ok(x) and stride == (1, 1):
+        names += ["amx"] + ["amx_turned"] * channels_last
     return names
 
 
@@ -87,6 +95,8 @@ def grad_weight_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channe
         names.append("onednn")
     if _native_dtype_ok(x) and (channels_last or stride == (1, 1)):
         names.append("native")
+    if _amx_ok(x) and not channels_last and stride == (1, 1):
+        names.append("amx")
     return names
 
 
@@ -106,6 +116,8 @@ def _forward_on(
     """The forward pass on one named library, bias and activation included."""
     if name in ("native", "native_turned"):  # fuses them into its stores
         return _forward_native(x, w, bias, stride, groups, activation, channels_last, name == "native_turned")
+    if name in ("amx", "amx_turned"):
+        return _forward_amx(x, w, bias, stride, groups, activation, channels_last, name == "amx_turned")
     if name == "onednn":
         y = F.conv2d(x, w.view(*w.shape, 1, 1), None, stride, 0, 1, groups)
     else:
@@ -177,6 +189,8 @@ def _grad_input_on(
     """grad_x on one named library."""
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 0)
+    if name in ("amx", "amx_turned"):  # stride 1 (see grad_input_candidates)
+        return _grad_input_amx(grad, w, tuple(x.shape), groups, channels_last, name == "amx_turned")
     if name in ("native", "native_turned") and stride == (1, 1):
         return _grad_input_native(grad, w, tuple(x.shape), groups, channels_last, name == "native_turned")
     native = _mm_native_cl if channels_last else _mm_native_gx  # a strided grad_x: gathered blocks
@@ -190,6 +204,8 @@ def _grad_weight_on(
     """grad_W on one named library."""
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 1)
+    if name == "amx":  # NCHW at stride 1
+        return _grad_weight_amx(grad, x, groups)
     if name == "native" and channels_last:
         return _grad_weight_native_cl(grad, x, stride, groups)
     if name == "native":  # NCHW at stride 1 (see grad_weight_candidates)

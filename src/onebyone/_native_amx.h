@@ -1,0 +1,323 @@
+/* bfloat16 products on AMX tiles, included by _native.c (x86-64 gcc builds only).
+ *
+ * out = act(A @ B + bias) for bf16 A (M x Kd, rows contiguous, read where they lie), B (Kd x N, any
+ * two strides) and out (any two strides), summed in float32. AMX multiplies a 16 x 32 tile of A by
+ * B in "VNNI" order (pairs of rows of B interleaved), so each thread repacks one block of 32 columns
+ * of B at a time into a scratch of Kd x 32 values it keeps between calls: B is never copied whole,
+ * and the extra memory does not grow with the batch. The 32 x 32 float32 sums of a micro-tile go
+ * through a scratch on their way to the output, where bias, activation and rounding are applied.
+ *
+ * A 1x1 convolution maps on it three ways (ops/amx.py): NCHW, per image, A = W and B = the image's
+ * C x pixels; channels_last with A = the pixels' rows of channels and B = W^T; or channels_last
+ * turned, A = W and B = the pixels' rows read as columns (y^T = W x^T), the output stored
+ * transposed. Which is faster is measured, not ruled.
+ */
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef AMX_A_BYTES
+#define AMX_A_BYTES 524288L /* rows of A per work item: those stay in L2 while B's blocks pass (each
+                              * block of B is repacked per item: 256 KiB ran deep layers 1.1-1.2x slower) */
+#endif
+
+typedef struct {
+    const uint16_t *a; long lda, an;  /* A(m, kk) at a + m*lda + kk (+ image*an) */
+    const uint16_t *b; long sbk, sbn, bn; /* B(kk, n) at b + kk*sbk + n*sbn (+ image*bn) */
+    void *out; long som, son, on;     /* out(m, n) at out + m*som + n*son (+ image*on), bf16 or float32 */
+    int out_f32, accumulate;          /* float32 output; add to it instead of overwriting it */
+    int sum_images;                   /* the images' products summed into one output (on unused) */
+    const uint16_t *bias; int bias_rows; /* NULL, or bias[m] (bias_rows) or bias[n] */
+    long images, M, N, Kd;
+    int act;
+    long tm, nchunk, mtiles, nchunks; /* rows of A and blocks of 32 columns per work item */
+    int failed;
+} Amx;
+
+typedef struct {
+    uint8_t palette, start;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+static int amx_ready = 0; /* the CPU has AMX-BF16 and the kernel let this process use the tiles */
+
+static void amx_init(void)
+{
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    int tiles = (d >> 24) & 1, bf16 = (d >> 22) & 1, avx512bw = (b >> 30) & 1;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(1));
+    int avx512bf16 = (a >> 5) & 1;
+    if (!(tiles && bf16 && avx512bw && avx512bf16)) return;
+    /* Linux hands out the tile state only on request (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) */
+    amx_ready = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+
+#pragma GCC push_options
+#pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
+
+/* Columns [n0, n0 + nb) of B into bp in VNNI order: bp[h][kk/2][16][2], h the half of 16 columns;
+ * rows past Kd and columns past nb are zeros (they meet zeros of A or are never stored). */
+static void amx_pack_b(const Amx *j, const uint16_t *b, long n0, long nb, long kpad, uint16_t *bp)
+{
+    long pairs = kpad / 2, full = j->Kd / 2;
+    uint16_t *half1 = bp + pairs * 32;
+    __mmask32 cols = nb >= 32 ? 0xffffffffu : (__mmask32)((1u << nb) - 1);
+    if (j->sbn == 1) { /* rows of B contiguous: interleave each pair of rows */
+        const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                            39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+        const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+        for (long q = 0; q < pairs; q++) {
+            long k0 = 2 * q;
+            __m512i r0 = _mm512_setzero_si512(), r1 = _mm512_setzero_si512();
+            if (k0 < j->Kd) r0 = _mm512_maskz_loadu_epi16(cols, b + k0 * j->sbk + n0);
+            if (k0 + 1 < j->Kd) r1 = _mm512_maskz_loadu_epi16(cols, b + (k0 + 1) * j->sbk + n0);
+            _mm512_storeu_si512(bp + q * 32, _mm512_permutex2var_epi16(r0, lo, r1));
+            _mm512_storeu_si512(half1 + q * 32, _mm512_permutex2var_epi16(r0, hi, r1));
+        }
+        return;
+    }
+    if (j->sbk == 1 && j->sbn <= 0x3fffffffL / 32) { /* pairs of B's rows adjacent: 32-bit words */
+        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32((int)j->sbn));
+        __mmask16 m0 = (__mmask16)(cols & 0xffff), m1 = (__mmask16)(cols >> 16);
+        const uint16_t *c0 = b + n0 * j->sbn, *c1 = c0 + 16 * j->sbn;
+        for (long q = 0; q < full; q++) { /* scale 2: the index counts bf16 values */
+            _mm512_storeu_si512(bp + q * 32, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m0, idx, c0 + 2 * q, 2));
+            _mm512_storeu_si512(half1 + q * 32,
+                                _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m1, idx, c1 + 2 * q, 2));
+        }
+        memset(bp + full * 32, 0, (size_t)(pairs - full) * 32 * sizeof(uint16_t));
+        memset(half1 + full * 32, 0, (size_t)(pairs - full) * 32 * sizeof(uint16_t));
+        if (j->Kd & 1) /* an odd last row: its values alone, paired with zeros */
+            for (long n = 0; n < nb; n++)
+                (n < 16 ? bp : half1)[full * 32 + (n & 15) * 2] = b[(j->Kd - 1) + (n0 + n) * j->sbn];
+        return;
+    }
+    if (j->sbn == 2) { /* every other value of B's rows (NCHW at stride 2): the even ones of 64 */
+        const __m512i even = _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32,
+                                              30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                            39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+        const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+        long span = 2 * nb - 1; /* values read: never past the last kept one */
+        __mmask32 m0 = span >= 32 ? 0xffffffffu : (__mmask32)((1u << span) - 1);
+        __mmask32 m1 = span >= 64 ? 0xffffffffu : span <= 32 ? 0 : (__mmask32)((1u << (span - 32)) - 1);
+        __m512i r[2];
+        for (long q = 0; q < pairs; q++) {
+            for (int i = 0; i < 2; i++) {
+                long kk = 2 * q + i;
+                r[i] = _mm512_setzero_si512();
+                if (kk < j->Kd) {
+                    const uint16_t *row = b + kk * j->sbk + 2 * n0;
+                    r[i] = _mm512_permutex2var_epi16(_mm512_maskz_loadu_epi16(m0, row), even,
+                                                     _mm512_maskz_loadu_epi16(m1, row + 32));
+                }
+            }
+            _mm512_storeu_si512(bp + q * 32, _mm512_permutex2var_epi16(r[0], lo, r[1]));
+            _mm512_storeu_si512(half1 + q * 32, _mm512_permutex2var_epi16(r[0], hi, r[1]));
+        }
+        return;
+    }
+    for (long q = 0; q < pairs; q++) /* any other strides, value by value */
+        for (long n = 0; n < 32; n++)
+            for (int r = 0; r < 2; r++) {
+                long kk = 2 * q + r;
+                (n < 16 ? bp : half1)[q * 32 + (n & 15) * 2 + r] =
+                    n < nb && kk < j->Kd ? b[kk * j->sbk + (n0 + n) * j->sbn] : 0;
+            }
+}
+
+static inline __m512 amx_act(__m512 v, int act)
+{
+    if (act) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    if (act == 2) v = _mm512_min_ps(v, _mm512_set1_ps(6.0f));
+    return v;
+}
+
+static inline __m512 bf16_to_ps(__m256i v) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)); }
+
+/* Up to 16 sums (those in mask) to consecutive outputs at element off, in the output's dtype, added
+ * to what is there with `add`, the activation applied last. */
+static inline void amx_put16(const Amx *j, void *out, long off, __m512 v, __mmask16 m, int add)
+{
+    if (j->out_f32) {
+        float *o = (float *)out + off;
+        if (add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, o));
+        _mm512_mask_storeu_ps(o, m, amx_act(v, j->act));
+        return;
+    }
+    uint16_t *o = (uint16_t *)out + off;
+    if (add) v = _mm512_add_ps(v, bf16_to_ps(_mm256_maskz_loadu_epi16(m, o)));
+    _mm256_mask_storeu_epi16(o, m, (__m256i)_mm512_cvtneps_pbh(amx_act(v, j->act)));
+}
+
+static inline __m512 amx_bias16(const Amx *j, long at, __mmask16 m)
+{
+    return bf16_to_ps(_mm256_maskz_loadu_epi16(m, j->bias + at));
+}
+
+static inline __m512 amx_bias1(const Amx *j, long at) { return bf16_to_ps(_mm256_set1_epi16((short)j->bias[at])); }
+
+/* The sums cs (32 x 32, rows m0.., columns n0..) into out, bias and activation applied, rounded to
+ * bf16 or kept in float32, added to the output's values with `add`. */
+static void amx_store(const Amx *j, void *out, const float *cs, long m0, long mb, long n0, long nb, int add)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    if (j->son == 1) {
+        __mmask32 cols = nb >= 32 ? 0xffffffffu : (__mmask32)((1u << nb) - 1);
+        __mmask16 c0 = (__mmask16)(cols & 0xffff), c1 = (__mmask16)(cols >> 16);
+        __m512 b0 = zero, b1 = zero;
+        if (j->bias && !j->bias_rows) b0 = amx_bias16(j, n0, c0), b1 = amx_bias16(j, n0 + 16, c1);
+        for (long r = 0; r < mb; r++) {
+            if (j->bias && j->bias_rows) b0 = b1 = amx_bias1(j, m0 + r);
+            long off = (m0 + r) * j->som + n0;
+            amx_put16(j, out, off, _mm512_add_ps(_mm512_loadu_ps(cs + r * 32), b0), c0, add);
+            if (c1) amx_put16(j, out, off + 16, _mm512_add_ps(_mm512_loadu_ps(cs + r * 32 + 16), b1), c1, add);
+        }
+        return;
+    }
+    if (j->som == 1) { /* the output transposed: a column of sums is a run of the output */
+        __mmask32 rows = mb >= 32 ? 0xffffffffu : (__mmask32)((1u << mb) - 1);
+        __mmask16 r0 = (__mmask16)(rows & 0xffff), r1 = (__mmask16)(rows >> 16);
+        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(32));
+        __m512 b0 = zero, b1 = zero;
+        if (j->bias && j->bias_rows) b0 = amx_bias16(j, m0, r0), b1 = amx_bias16(j, m0 + 16, r1);
+        for (long c = 0; c < nb; c++) {
+            if (j->bias && !j->bias_rows) b0 = b1 = amx_bias1(j, n0 + c);
+            long off = (n0 + c) * j->son + m0;
+            amx_put16(j, out, off, _mm512_add_ps(_mm512_i32gather_ps(idx, cs + c, 4), b0), r0, add);
+            if (r1) amx_put16(j, out, off + 16, _mm512_add_ps(_mm512_i32gather_ps(idx, cs + 16 * 32 + c, 4), b1), r1, add);
+        }
+        return;
+    }
+    for (long r = 0; r < mb; r++) /* any other strides, value by value */
+        for (long c = 0; c < nb; c++) {
+            __m512 v = _mm512_set1_ps(cs[r * 32 + c]);
+            if (j->bias) v = _mm512_add_ps(v, amx_bias1(j, j->bias_rows ? m0 + r : n0 + c));
+            amx_put16(j, out, (m0 + r) * j->som + (n0 + c) * j->son, v, 1, add);
+        }
+}
+
+typedef struct {
+    float *cs;                       /* the sums of a micro-tile, 32 x 32 */
+    uint16_t *bp, *apad, *tails;     /* B's block; A's last partial block; A's rows' tails past 32s */
+} AmxScratch;
+
+/* One image's rows [m_lo, m_hi) of A against B's column blocks [nb_lo, nb_hi), into out. */
+static void amx_block(const Amx *j, const AmxScratch *w, long img, long m_lo, long m_hi, long nb_lo, long nb_hi,
+                      int add)
+{
+    long kpad = (j->Kd + 31) / 32 * 32, ksteps = kpad / 32, kfull = j->Kd / 32;
+    const uint16_t *a = j->a + img * j->an, *b = j->b + img * j->bn;
+    char *out = (char *)j->out + img * j->on * (j->out_f32 ? 4 : 2);
+    long last = m_hi - (m_hi - m_lo) % 32; /* rows from here are a partial block */
+    if (last < m_hi) { /* copied once, padded with zeros */
+        memset(w->apad, 0, (size_t)32 * kpad * sizeof(uint16_t));
+        for (long r = 0; r < m_hi - last; r++) memcpy(w->apad + r * kpad, a + (last + r) * j->lda, (size_t)j->Kd * 2);
+    }
+    if (kfull < ksteps) /* whole blocks' row tails past the last full 32 */
+        for (long m = m_lo; m < last; m += 32)
+            for (long r = 0; r < 32; r++) {
+                uint16_t *t = w->tails + ((m - m_lo) / 32 * 32 + r) * 32;
+                memset(t, 0, 64);
+                memcpy(t, a + (m + r) * j->lda + kfull * 32, (size_t)(j->Kd - kfull * 32) * 2);
+            }
+    for (long nbk = nb_lo; nbk < nb_hi; nbk++) {
+        long n0 = nbk * 32, nb = j->N - n0 < 32 ? j->N - n0 : 32;
+        amx_pack_b(j, b, n0, nb, kpad, w->bp);
+        const uint16_t *bp = w->bp, *bp1 = bp + kpad / 2 * 32;
+        for (long m0 = m_lo; m0 < m_hi; m0 += 32) {
+            long mb = m_hi - m0 < 32 ? m_hi - m0 : 32;
+            int two_m = mb > 16, two_n = nb > 16;
+            const uint16_t *ap = mb == 32 ? a + m0 * j->lda : w->apad;
+            long as = mb == 32 ? j->lda * 2 : kpad * 2;
+            const uint16_t *tp = w->tails + (m0 - m_lo) / 32 * 32 * 32;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (long ks = 0; ks < ksteps; ks++) {
+                const uint16_t *ak = ap + ks * 32;
+                long ast = as;
+                if (mb == 32 && ks >= kfull) ak = tp, ast = 64;
+                _tile_loadd(4, ak, ast);
+                _tile_loadd(6, bp + ks * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                if (two_n) {
+                    _tile_loadd(7, bp1 + ks * 512, 64);
+                    _tile_dpbf16ps(1, 4, 7);
+                }
+                if (two_m) {
+                    _tile_loadd(5, ak + 16 * (ast / 2), ast);
+                    _tile_dpbf16ps(2, 5, 6);
+                    if (two_n) _tile_dpbf16ps(3, 5, 7);
+                }
+            }
+            _tile_stored(0, w->cs, 128);
+            _tile_stored(1, w->cs + 16, 128);
+            _tile_stored(2, w->cs + 16 * 32, 128);
+            _tile_stored(3, w->cs + 16 * 32 + 16, 128);
+            amx_store(j, out, w->cs, m0, mb, n0, nb, add);
+        }
+    }
+}
+
+/* Work items [i0, i1): an item is one tile of A's rows (tm of them) against one chunk of B's column
+ * blocks, of one image, or of all images summed (sum_images: they share the output). */
+static void amx_items(const void *ctx, long i0, long i1)
+{
+    Amx *j = (Amx *)ctx;
+    long kpad = (j->Kd + 31) / 32 * 32;
+    size_t bp_n = (size_t)kpad * 32, apad_n = (size_t)32 * kpad, tails_n = (size_t)j->tm * 32;
+    float *ws = workspace((bp_n + apad_n + tails_n) / 2 + 32 * 32 + 64);
+    if (!ws) {
+        j->failed = 1;
+        return;
+    }
+    AmxScratch w = {ws, (uint16_t *)(ws + 32 * 32), NULL, NULL};
+    w.apad = w.bp + bp_n;
+    w.tails = w.apad + apad_n;
+    TileConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+    _tile_loadconfig(&cfg);
+    long nblocks = (j->N + 31) / 32, per_image = j->mtiles * j->nchunks;
+    for (long it = i0; it < i1; it++) {
+        long img = j->sum_images ? 0 : it / per_image, rest = it % per_image;
+        long mt = rest / j->nchunks, nc = rest % j->nchunks;
+        long m_lo = mt * j->tm, m_hi = m_lo + j->tm < j->M ? m_lo + j->tm : j->M;
+        long nb_lo = nc * j->nchunk, nb_hi = nb_lo + j->nchunk < nblocks ? nb_lo + j->nchunk : nblocks;
+        if (nb_lo >= nb_hi) continue;
+        if (!j->sum_images) {
+            amx_block(j, &w, img, m_lo, m_hi, nb_lo, nb_hi, j->accumulate);
+            continue;
+        }
+        for (img = 0; img < j->images; img++)
+            amx_block(j, &w, img, m_lo, m_hi, nb_lo, nb_hi, j->accumulate || img > 0);
+    }
+    _tile_release();
+}
+
+#pragma GCC pop_options
+
+static int run_amx(Amx *j, int threads)
+{
+    threads = threads_for(2.0 * j->images * j->M * j->N * j->Kd, threads);
+    long rows = AMX_A_BYTES / 2 / (j->Kd > 0 ? j->Kd : 1) / 32 * 32;
+    long mpad = (j->M + 31) / 32 * 32;
+    j->tm = rows < 32 ? 32 : rows > mpad ? mpad : rows;
+    j->mtiles = (j->M + j->tm - 1) / j->tm;
+    long nblocks = (j->N + 31) / 32, want = 4L * threads, have = (j->sum_images ? 1 : j->images) * j->mtiles;
+    j->nchunks = have >= want ? 1 : (want + have - 1) / have;
+    if (j->nchunks > nblocks) j->nchunks = nblocks;
+    j->nchunk = (nblocks + j->nchunks - 1) / j->nchunks;
+    j->nchunks = (nblocks + j->nchunk - 1) / j->nchunk;
+    j->failed = 0;
+    parallel(threads, (j->sum_images ? 1 : j->images) * j->mtiles * j->nchunks, amx_items, j);
+    return j->failed ? -1 : 0;
+}
