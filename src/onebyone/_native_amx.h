@@ -58,11 +58,37 @@ static void amx_init(void)
 #pragma GCC push_options
 #pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
 
+/* r[i] becomes column i of the 16 x 16 matrix of 32-bit words whose rows were r[0..15]. */
+static inline void transpose16x16(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
 /* Columns [n0, n0 + nb) of B into bp in VNNI order: bp[h][kk/2][16][2], h the half of 16 columns;
  * rows past Kd and columns past nb are zeros (they meet zeros of A or are never stored). */
 static void amx_pack_b(const Amx *j, const uint16_t *b, long n0, long nb, long kpad, uint16_t *bp)
 {
-    long pairs = kpad / 2, full = j->Kd / 2;
+    long pairs = kpad / 2;
     uint16_t *half1 = bp + pairs * 32;
     __mmask32 cols = nb >= 32 ? 0xffffffffu : (__mmask32)((1u << nb) - 1);
     if (j->sbn == 1) { /* rows of B contiguous: interleave each pair of rows */
@@ -79,21 +105,21 @@ static void amx_pack_b(const Amx *j, const uint16_t *b, long n0, long nb, long k
         }
         return;
     }
-    if (j->sbk == 1 && j->sbn <= 0x3fffffffL / 32) { /* pairs of B's rows adjacent: 32-bit words */
-        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                               _mm512_set1_epi32((int)j->sbn));
-        __mmask16 m0 = (__mmask16)(cols & 0xffff), m1 = (__mmask16)(cols >> 16);
-        const uint16_t *c0 = b + n0 * j->sbn, *c1 = c0 + 16 * j->sbn;
-        for (long q = 0; q < full; q++) { /* scale 2: the index counts bf16 values */
-            _mm512_storeu_si512(bp + q * 32, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m0, idx, c0 + 2 * q, 2));
-            _mm512_storeu_si512(half1 + q * 32,
-                                _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m1, idx, c1 + 2 * q, 2));
+    if (j->sbk == 1) { /* pairs of B's rows adjacent: a transpose of 32-bit words, 16 x 16 at a time */
+        __m512i r[16];
+        for (long q0 = 0; q0 < pairs; q0 += 16) { /* pairs is a multiple of 16 */
+            long valid = j->Kd - 2 * q0; /* values of each column in this group (odd: the last alone) */
+            __mmask32 km = valid <= 0 ? 0 : valid >= 32 ? 0xffffffffu : (__mmask32)((1u << valid) - 1);
+            for (int h = 0; h < 2; h++) {
+                for (int i = 0; i < 16; i++) {
+                    long n = h * 16 + i;
+                    r[i] = n < nb ? _mm512_maskz_loadu_epi16(km, b + (n0 + n) * j->sbn + 2 * q0) : _mm512_setzero_si512();
+                }
+                transpose16x16(r);
+                uint16_t *dst = (h ? half1 : bp) + q0 * 32;
+                for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + i * 32, r[i]);
+            }
         }
-        memset(bp + full * 32, 0, (size_t)(pairs - full) * 32 * sizeof(uint16_t));
-        memset(half1 + full * 32, 0, (size_t)(pairs - full) * 32 * sizeof(uint16_t));
-        if (j->Kd & 1) /* an odd last row: its values alone, paired with zeros */
-            for (long n = 0; n < nb; n++)
-                (n < 16 ? bp : half1)[full * 32 + (n & 15) * 2] = b[(j->Kd - 1) + (n0 + n) * j->sbn];
         return;
     }
     if (j->sbn == 2) { /* every other value of B's rows (NCHW at stride 2): the even ones of 64 */

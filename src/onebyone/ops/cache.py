@@ -60,6 +60,7 @@ def _cpuinfo() -> dict[str, str]:
 def machine_identity() -> dict[str, str]:
     """What makes a measured choice valid: the processor, its flags, the libraries' versions."""
     from .. import __version__  # not importlib.metadata: that costs milliseconds on a first call
+    from .amx import amx_available
     from .native import native_isa
 
     info = _cpuinfo()
@@ -74,6 +75,7 @@ def machine_identity() -> dict[str, str]:
         "torch": torch.__version__,
         "onebyone": __version__,
         "native": str(native_isa()),
+        "amx": str(amx_available()),  # the flags say the CPU has it; this, that the process got it
     }
 
 
