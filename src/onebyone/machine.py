@@ -203,8 +203,9 @@ _BF16_PRODUCTS = ((256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (4096, 2
 
 
 def _measure_gemm_bf16(repeats: int) -> tuple[float | None, str]:
-    """The fastest bfloat16 GEMM rate on the CPU: torch.mm and oneDNN's 1x1 convolution (which
-    runs on AMX tiles where the processor has them), as _measure_cpu_kernels.
+    """The fastest bfloat16 GEMM rate on the CPU: torch.mm, oneDNN's 1x1 convolution (which runs on
+    AMX tiles where the processor has them) and onebyone's own AMX kernel where it runs (a layer on
+    it must not beat the peak either), as _measure_cpu_kernels.
 
     Each grows through larger products while a single run stays short: where the processor has no
     bfloat16 arithmetic, torch.mm emulates it at about 1 GFLOP/s, a run of the largest product takes
@@ -222,10 +223,20 @@ def _measure_gemm_bf16(repeats: int) -> tuple[float | None, str]:
         w = torch.randn(ch, ch, 1, 1, dtype=torch.bfloat16)
         return functools.partial(torch.nn.functional.conv2d, x, w), 2 * pixels * ch * ch
 
+    def amx(size: tuple[int, int, int]) -> tuple[Callable[[], object], int]:
+        m, c, k = size
+        x = torch.randn(1, c, 32, m // 32, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(k, c, dtype=torch.bfloat16)
+        return functools.partial(ops.amx._forward_amx, x, w, None, (1, 1), 1, None, True), 2 * m * c * k
+
+    from . import ops  # the op sits beside this module; only this measurement needs it
+
     rates = {"torch.mm": _growing_rate(mm, _BF16_PRODUCTS, repeats, warmups=1)}
     if torch.backends.mkldnn.is_available():
         sizes = ((1024, 256), (4096, 512), (16384, 1024))
         rates["oneDNN"] = _growing_rate(conv, sizes, 2 * repeats, warmups=3)
+    if ops.amx.amx_available():
+        rates["onebyone"] = _growing_rate(amx, _BF16_PRODUCTS, repeats, warmups=1)
     by = max(rates, key=rates.__getitem__)
     return rates[by], by
 
