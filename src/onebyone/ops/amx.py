@@ -99,10 +99,12 @@ def _forward_amx(
 
 
 def _grad_input_amx(grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: int, channels_last: bool,
-                    turned: bool = False) -> Tensor:
-    """bfloat16 grad_x at stride 1 on the AMX kernel, per group: W_g^T (cg x kg) @ dY[n, g] per NCHW
-    image; dY_g (pixels x kg) @ W_g for channels_last, or turned, gx^T = W_g^T dY_g^T (the output
-    stored transposed). W_g^T is copied with rows contiguous where it is the tiles' rows (weight-sized)."""
+                    turned: bool = False, stride: tuple[int, int] = (1, 1)) -> Tensor:
+    """bfloat16 grad_x on the AMX kernel, per group: W_g^T (cg x kg) @ dY[n, g] per NCHW image;
+    dY_g (pixels x kg) @ W_g for channels_last, or turned, gx^T = W_g^T dY_g^T (the output stored
+    transposed). W_g^T is copied with rows contiguous where it is the tiles' rows (weight-sized). A
+    strided grad_x (channels_last, not turned) is zero but at the kept pixels, which the kernel
+    writes row by row of the output, s1 pixels apart."""
     n, k, h, wd = grad.shape
     c = in_shape[1]
     cg, kg, p = c // groups, k // groups, h * wd
@@ -110,6 +112,17 @@ def _grad_input_amx(grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: 
     if gx.numel() == 0:
         return gx
     size = grad.element_size()
+    if stride != (1, 1):  # channels_last (see grad_input_candidates)
+        gx.zero_()
+        s0, s1 = stride
+        hi, wi = in_shape[2], in_shape[3]
+        runs = [(n * h, 0)] if hi % s0 == 0 else [(h, i) for i in range(n)]
+        for g in range(groups):
+            for images, i in runs:  # kernel image = one output row: wd pixels of dY, K apart
+                _gemm(grad.data_ptr() + (i * p * k + g * kg) * size, k, wd * k, w[g * kg].data_ptr(), cg, 1, 0,
+                      gx.data_ptr() + (i * hi * wi * c + g * cg) * size, s1 * c, 1, s0 * wi * c, 0, False, images,
+                      wd, cg, kg, 0)
+        return gx
     rows_of_channels = not channels_last and p == 1
     cl = channels_last or rows_of_channels
     for g in range(groups):

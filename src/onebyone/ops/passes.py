@@ -84,8 +84,8 @@ def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channel
         names.append("native")
         if not channels_last and stride == (1, 1) and x.shape[2] * x.shape[3] > 1:
             names.append("native_turned")
-    if _amx_ok(x) and stride == (1, 1):
-        names += ["amx"] + ["amx_turned"] * channels_last
+    if _amx_ok(x) and (stride == (1, 1) or channels_last):  # strided: the kept pixels' rows, s1 apart
+        names += ["amx"] + ["amx_turned"] * (channels_last and stride == (1, 1))
     return names
 
 
@@ -189,8 +189,8 @@ def _grad_input_on(
     """grad_x on one named library."""
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 0)
-    if name in ("amx", "amx_turned"):  # stride 1 (see grad_input_candidates)
-        return _grad_input_amx(grad, w, tuple(x.shape), groups, channels_last, name == "amx_turned")
+    if name in ("amx", "amx_turned"):  # see grad_input_candidates
+        return _grad_input_amx(grad, w, tuple(x.shape), groups, channels_last, name == "amx_turned", stride)
     if name in ("native", "native_turned") and stride == (1, 1):
         return _grad_input_native(grad, w, tuple(x.shape), groups, channels_last, name == "native_turned")
     native = _mm_native_cl if channels_last else _mm_native_gx  # a strided grad_x: gathered blocks
