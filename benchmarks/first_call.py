@@ -8,6 +8,7 @@ later ones. The "fixed" process pays the first-call costs that have nothing to d
 reading the cache costs, the cold one's what timing the candidates costs.
 
     python benchmarks/first_call.py [--shapes GLOB ...] [--runs 5] [--layout nchw|channels_last]
+        [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ DEFAULT = ["seed/10x32x32*", "seed/50x600x600*", "googlenet/3a-1x1*/b1", "resnet
 _CHILD = r"""
 import json, statistics, sys, time
 import torch, onebyone
-n, c, h, w, k, s, cl, policy = json.loads(sys.argv[1])
+n, c, h, w, k, s, cl, dtype, policy = json.loads(sys.argv[1])
 onebyone.ops.set_backend(policy)
 fmt = torch.channels_last if cl else torch.contiguous_format
-x = torch.randn(n, c, h, w).contiguous(memory_format=fmt).requires_grad_()
-wt = torch.randn(k, c, 1, 1, requires_grad=True)
+dt = getattr(torch, dtype)
+x = torch.randn(n, c, h, w).to(dt).contiguous(memory_format=fmt).requires_grad_()
+wt = torch.randn(k, c, 1, 1).to(dt).requires_grad_()
 steps = []
 for _ in range(6):
     x.grad = wt.grad = None
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="+", default=DEFAULT, metavar="GLOB")
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per case; the median is kept")
     parser.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args(argv)
     shapes = [s for s in suite() if any(fnmatch.fnmatch(s.name, p) for p in args.shapes)]
     if not shapes:
@@ -66,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cl = args.layout == "channels_last"
     print(f"first forward+backward over the later ones, ms, median of {args.runs} fresh processes "
-          f"({args.layout}, float32)")
+          f"({args.layout}, {args.dtype})")
     print("| shape | cold cache (timing) | warm cache | fixed (no choice) | warm - fixed |")
     print("|---|---|---|---|---|")
     for shape in shapes:
-        spec = [shape.n, shape.c, shape.h, shape.w, shape.k, shape.stride, cl]
+        spec = [shape.n, shape.c, shape.h, shape.w, shape.k, shape.stride, cl, args.dtype]
         cold, warm, fixed = [], [], []
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as cache:
