@@ -189,34 +189,59 @@ static inline __m512 amx_bias1(const Amx *j, long at) { return bf16_to_ps(_mm256
 
 /* The sums cs (32 x 32, rows m0.., columns n0..) into out, bias and activation applied, rounded to
  * bf16 or kept in float32, added to the output's values with `add`. */
-static void amx_store(const Amx *j, void *out, const float *cs, long m0, long mb, long n0, long nb, int add)
+/* 32 sums (two vectors of 16, those in mask) to consecutive outputs at element off: bf16 in one
+ * rounding and one store where nothing is added, else as two runs of 16. */
+static inline void amx_put32(const Amx *j, void *out, long off, __m512 v0, __m512 v1, __mmask32 m, int add)
+{
+    if (!j->out_f32 && !add) {
+        __m512i h = (__m512i)_mm512_cvtne2ps_pbh(amx_act(v1, j->act), amx_act(v0, j->act));
+        _mm512_mask_storeu_epi16((uint16_t *)out + off, m, h);
+        return;
+    }
+    amx_put16(j, out, off, v0, (__mmask16)(m & 0xffff), add);
+    if (m >> 16) amx_put16(j, out, off + 16, v1, (__mmask16)(m >> 16), add);
+}
+
+/* ct = cs transposed (32 x 32 floats), by four 16 x 16 transposes of 32-bit words. */
+static void amx_transpose_sums(const float *cs, float *ct)
+{
+    __m512i r[16];
+    for (int bi = 0; bi < 2; bi++)
+        for (int bj = 0; bj < 2; bj++) {
+            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(cs + (bi * 16 + i) * 32 + bj * 16);
+            transpose16x16(r);
+            for (int i = 0; i < 16; i++) _mm512_storeu_si512(ct + (bj * 16 + i) * 32 + bi * 16, r[i]);
+        }
+}
+
+/* The sums cs (32 x 32, rows m0.., columns n0..) into out, bias and activation applied, rounded to
+ * bf16 or kept in float32, added to the output's values with `add`; ct is scratch for a transpose. */
+static void amx_store(const Amx *j, void *out, const float *cs, float *ct, long m0, long mb, long n0, long nb,
+                      int add)
 {
     const __m512 zero = _mm512_setzero_ps();
     if (j->son == 1) {
         __mmask32 cols = nb >= 32 ? 0xffffffffu : (__mmask32)((1u << nb) - 1);
-        __mmask16 c0 = (__mmask16)(cols & 0xffff), c1 = (__mmask16)(cols >> 16);
         __m512 b0 = zero, b1 = zero;
-        if (j->bias && !j->bias_rows) b0 = amx_bias16(j, n0, c0), b1 = amx_bias16(j, n0 + 16, c1);
+        if (j->bias && !j->bias_rows)
+            b0 = amx_bias16(j, n0, (__mmask16)(cols & 0xffff)), b1 = amx_bias16(j, n0 + 16, (__mmask16)(cols >> 16));
         for (long r = 0; r < mb; r++) {
             if (j->bias && j->bias_rows) b0 = b1 = amx_bias1(j, m0 + r);
-            long off = (m0 + r) * j->som + n0;
-            amx_put16(j, out, off, _mm512_add_ps(_mm512_loadu_ps(cs + r * 32), b0), c0, add);
-            if (c1) amx_put16(j, out, off + 16, _mm512_add_ps(_mm512_loadu_ps(cs + r * 32 + 16), b1), c1, add);
+            amx_put32(j, out, (m0 + r) * j->som + n0, _mm512_add_ps(_mm512_loadu_ps(cs + r * 32), b0),
+                      _mm512_add_ps(_mm512_loadu_ps(cs + r * 32 + 16), b1), cols, add);
         }
         return;
     }
     if (j->som == 1) { /* the output transposed: a column of sums is a run of the output */
         __mmask32 rows = mb >= 32 ? 0xffffffffu : (__mmask32)((1u << mb) - 1);
-        __mmask16 r0 = (__mmask16)(rows & 0xffff), r1 = (__mmask16)(rows >> 16);
-        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                               _mm512_set1_epi32(32));
         __m512 b0 = zero, b1 = zero;
-        if (j->bias && j->bias_rows) b0 = amx_bias16(j, m0, r0), b1 = amx_bias16(j, m0 + 16, r1);
+        if (j->bias && j->bias_rows)
+            b0 = amx_bias16(j, m0, (__mmask16)(rows & 0xffff)), b1 = amx_bias16(j, m0 + 16, (__mmask16)(rows >> 16));
+        amx_transpose_sums(cs, ct);
         for (long c = 0; c < nb; c++) {
             if (j->bias && !j->bias_rows) b0 = b1 = amx_bias1(j, n0 + c);
-            long off = (n0 + c) * j->son + m0;
-            amx_put16(j, out, off, _mm512_add_ps(_mm512_i32gather_ps(idx, cs + c, 4), b0), r0, add);
-            if (r1) amx_put16(j, out, off + 16, _mm512_add_ps(_mm512_i32gather_ps(idx, cs + 16 * 32 + c, 4), b1), r1, add);
+            amx_put32(j, out, (n0 + c) * j->son + m0, _mm512_add_ps(_mm512_loadu_ps(ct + c * 32), b0),
+                      _mm512_add_ps(_mm512_loadu_ps(ct + c * 32 + 16), b1), rows, add);
         }
         return;
     }
@@ -229,7 +254,7 @@ static void amx_store(const Amx *j, void *out, const float *cs, long m0, long mb
 }
 
 typedef struct {
-    float *cs;                       /* the sums of a micro-tile, 32 x 32 */
+    float *cs, *ct;                  /* the sums of a micro-tile, 32 x 32; room for them transposed */
     uint16_t *bp, *apad, *tails;     /* B's block; A's last partial block; A's rows' tails past 32s */
 } AmxScratch;
 
@@ -287,7 +312,7 @@ static void amx_block(const Amx *j, const AmxScratch *w, long img, long m_lo, lo
             _tile_stored(1, w->cs + 16, 128);
             _tile_stored(2, w->cs + 16 * 32, 128);
             _tile_stored(3, w->cs + 16 * 32 + 16, 128);
-            amx_store(j, out, w->cs, m0, mb, n0, nb, add);
+            amx_store(j, out, w->cs, w->ct, m0, mb, n0, nb, add);
         }
     }
 }
@@ -299,12 +324,12 @@ static void amx_items(const void *ctx, long i0, long i1)
     Amx *j = (Amx *)ctx;
     long kpad = (j->Kd + 31) / 32 * 32;
     size_t bp_n = (size_t)kpad * 32, apad_n = (size_t)32 * kpad, tails_n = (size_t)j->tm * 32;
-    float *ws = workspace((bp_n + apad_n + tails_n) / 2 + 32 * 32 + 64);
+    float *ws = workspace((bp_n + apad_n + tails_n) / 2 + 2 * 32 * 32 + 64);
     if (!ws) {
         j->failed = 1;
         return;
     }
-    AmxScratch w = {ws, (uint16_t *)(ws + 32 * 32), NULL, NULL};
+    AmxScratch w = {ws, ws + 32 * 32, (uint16_t *)(ws + 2 * 32 * 32), NULL, NULL};
     w.apad = w.bp + bp_n;
     w.tails = w.apad + apad_n;
     TileConfig cfg;
