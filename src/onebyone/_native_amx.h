@@ -113,7 +113,8 @@ static void amx_pack_b(const Amx *j, const uint16_t *b, long n0, long nb, long k
             for (int h = 0; h < 2; h++) {
                 for (int i = 0; i < 16; i++) {
                     long n = h * 16 + i;
-                    r[i] = n < nb ? _mm512_maskz_loadu_epi16(km, b + (n0 + n) * j->sbn + 2 * q0) : _mm512_setzero_si512();
+                    r[i] = n < nb ? _mm512_maskz_loadu_epi16(km, b + (n0 + n) * j->sbn + 2 * q0)
+                                  : _mm512_setzero_si512();
                 }
                 transpose16x16(r);
                 uint16_t *dst = (h ? half1 : bp) + q0 * 32;
@@ -163,7 +164,10 @@ static inline __m512 amx_act(__m512 v, int act)
     return v;
 }
 
-static inline __m512 bf16_to_ps(__m256i v) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16)); }
+static inline __m512 bf16_to_ps(__m256i v)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
 
 /* Up to 16 sums (those in mask) to consecutive outputs at element off, in the output's dtype, added
  * to what is there with `add`, the activation applied last. */

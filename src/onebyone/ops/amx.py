@@ -119,9 +119,9 @@ def _grad_input_amx(grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: 
         runs = [(n * h, 0)] if hi % s0 == 0 else [(h, i) for i in range(n)]
         for g in range(groups):
             for images, i in runs:  # kernel image = one output row: wd pixels of dY, K apart
-                _gemm(grad.data_ptr() + (i * p * k + g * kg) * size, k, wd * k, w[g * kg].data_ptr(), cg, 1, 0,
-                      gx.data_ptr() + (i * hi * wi * c + g * cg) * size, s1 * c, 1, s0 * wi * c, 0, False, images,
-                      wd, cg, kg, 0)
+                _gemm(grad.data_ptr() + (i * p * k + g * kg) * size, k, wd * k, w[g * kg].data_ptr(), cg, 1,
+                      0, gx.data_ptr() + (i * hi * wi * c + g * cg) * size, s1 * c, 1, s0 * wi * c, 0, False,
+                      images, wd, cg, kg, 0)
         return gx
     rows_of_channels = not channels_last and p == 1
     cl = channels_last or rows_of_channels
