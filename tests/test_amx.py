@@ -145,3 +145,20 @@ def test_set_backend_amx_forces_it_where_it_applies():
         _close(ops.conv1x1(x, w), F.conv2d(x.double(), w.double().view(8, 16, 1, 1)))
     finally:
         ops.set_backend(before)
+
+
+@needs_amx
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_channels_last_weight_gradient_over_several_runs_of_pixels(groups):
+    """More pixels than one kernel image sums (two whole runs and a remainder): each run's sums
+    are added to the float32 total, and grad_output's columns are repacked as rows."""
+    n, c, k, h, w = 3, 24 * groups, 40 * groups, 27, 26  # 2,106 pixels
+    assert n * h * w > 2 * amx._GW_PIXELS
+    x = _bf16(n, c, h, w, seed=7).contiguous(memory_format=torch.channels_last)
+    g = _bf16(n, k, h, w, seed=8).contiguous(memory_format=torch.channels_last)
+    got = passes._grad_weight_on("amx", g, x, _bf16(k, c // groups), (1, 1), groups, True)
+    xd, gd = x.double().permute(0, 2, 3, 1).reshape(-1, c), g.double().permute(0, 2, 3, 1).reshape(-1, k)
+    kg, cg = k // groups, c // groups
+    want = torch.cat([gd[:, i * kg:(i + 1) * kg].t() @ xd[:, i * cg:(i + 1) * cg] for i in range(groups)])
+    assert got.dtype == torch.bfloat16 and got.shape == (k, c // groups)
+    _close(got, want)

@@ -726,14 +726,20 @@ static PyObject *py_gemm_bf16(PyObject *self, PyObject *args)
 {
     Py_ssize_t a, lda, an, b, sbk, sbn, bn, out, som, son, on, bias, images, M, N, Kd;
     int bias_rows, act, threads, out_f32 = 0, accumulate = 0, sum_images = 0;
+    Py_ssize_t sak = 1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnnnnnnnii|iii", &a, &lda, &an, &b, &sbk, &sbn, &bn, &out, &som, &son,
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnnnnnnnii|iiin", &a, &lda, &an, &b, &sbk, &sbn, &bn, &out, &som, &son,
                           &on, &bias, &bias_rows, &images, &M, &N, &Kd, &act, &threads, &out_f32, &accumulate,
-                          &sum_images))
+                          &sum_images, &sak))
         return NULL;
     if (images < 0 || M < 0 || N < 0 || Kd < 1 || act < 0 || act > 2) {
         PyErr_Format(PyExc_ValueError, "gemm_bf16: bad sizes images=%zd M=%zd N=%zd Kd=%zd act=%d", images, M, N,
                      Kd, act);
+        return NULL;
+    }
+    if (sak != 1 && lda != 1) {
+        PyErr_Format(PyExc_ValueError, "gemm_bf16: A with sak=%zd needs lda=1 (its columns contiguous), got %zd",
+                     sak, lda);
         return NULL;
     }
     if ((accumulate || sum_images) && (bias || act)) { /* they would be applied to each partial sum */
@@ -748,7 +754,7 @@ static PyObject *py_gemm_bf16(PyObject *self, PyObject *args)
     Amx j = {.a = as_ptr(a), .lda = lda, .an = an, .b = as_ptr(b), .sbk = sbk, .sbn = sbn, .bn = bn,
              .out = as_ptr(out), .som = som, .son = son, .on = on, .bias = as_ptr(bias),
              .bias_rows = bias_rows, .images = images, .M = M, .N = N, .Kd = Kd, .act = act,
-             .out_f32 = out_f32, .accumulate = accumulate, .sum_images = sum_images};
+             .out_f32 = out_f32, .accumulate = accumulate, .sum_images = sum_images, .sak = sak};
     int rc = 0;
     if (images > 0 && M > 0 && N > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -760,6 +766,7 @@ static PyObject *py_gemm_bf16(PyObject *self, PyObject *args)
 #else
     (void)a, (void)lda, (void)an, (void)b, (void)sbk, (void)sbn, (void)bn, (void)out, (void)som, (void)son;
     (void)on, (void)bias, (void)bias_rows, (void)threads, (void)out_f32, (void)accumulate, (void)sum_images;
+    (void)sak;
     PyErr_SetString(PyExc_RuntimeError, "gemm_bf16: built without the AMX kernel");
     return NULL;
 #endif
@@ -848,8 +855,9 @@ static PyMethodDef methods[] = {
      "out[k,c] (+)= sum over p of g[p,k] x[p,c]."},
     {"gemm_bf16", py_gemm_bf16, METH_VARARGS,
      "gemm_bf16(a, lda, an, b, sbk, sbn, bn, out, som, son, on, bias, bias_rows, images, M, N, Kd, act, threads, "
-     "out_f32=0, accumulate=0, sum_images=0): on AMX tiles, per image i, out(m, n) = act(sum_kk A(m, kk) B(kk, n) "
-     "+ bias) from bfloat16, summed in float32; A(m, kk) at a + i*an + m*lda + kk, B(kk, n) at "
+     "out_f32=0, accumulate=0, sum_images=0, sak=1): on AMX tiles, per image i, out(m, n) = act(sum_kk A(m, kk) B(kk, n) "
+     "+ bias) from bfloat16, summed in float32; A(m, kk) at a + i*an + m*lda + kk*sak (sak != 1: lda must be 1), "
+     "B(kk, n) at "
      "b + i*bn + kk*sbk + n*sbn, out(m, n) at out + i*on + m*som + n*son, bias[m] (bias_rows) or bias[n] or none "
      "(0); element strides. out is bfloat16, or float32 with out_f32; accumulate adds to it; sum_images sums "
      "every image's product into the one output."},

@@ -22,7 +22,8 @@
 #endif
 
 typedef struct {
-    const uint16_t *a; long lda, an;  /* A(m, kk) at a + m*lda + kk (+ image*an) */
+    const uint16_t *a; long lda, an;  /* A(m, kk) at a + m*lda + kk*sak (+ image*an) */
+    long sak;                         /* 1: A's rows read in place; else lda is 1 and A is repacked */
     const uint16_t *b; long sbk, sbn, bn; /* B(kk, n) at b + kk*sbk + n*sbn (+ image*bn) */
     void *out; long som, son, on;     /* out(m, n) at out + m*som + n*son (+ image*on), bf16 or float32 */
     int out_f32, accumulate;          /* float32 output; add to it instead of overwriting it */
@@ -157,6 +158,31 @@ static void amx_pack_b(const Amx *j, const uint16_t *b, long n0, long nb, long k
             }
 }
 
+/* Rows [m_lo, m_hi) of an A whose columns are contiguous (A(m, kk) at a + kk*sak + m) into ap with
+ * rows contiguous, kpad values each, zeros past Kd and past m_hi up to a whole 32 rows: pairs of
+ * A's rows interleaved into 32-bit words, 16 columns at a time, then 16 x 16 transposes of those. */
+static void amx_pack_a(const Amx *j, const uint16_t *a, long m_lo, long m_hi, long kpad, uint16_t *ap)
+{
+    __m512i r[16];
+    long pairs = kpad / 2, rows = (m_hi - m_lo + 31) / 32 * 32;
+    for (long m0 = m_lo; m0 < m_lo + rows; m0 += 16) {
+        long live = m_hi - m0;
+        __mmask16 mm = live >= 16 ? 0xffff : live <= 0 ? 0 : (__mmask16)((1u << live) - 1);
+        for (long q0 = 0; q0 < pairs; q0 += 16) {
+            for (int i = 0; i < 16; i++) {
+                long k0 = 2 * (q0 + i);
+                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+                if (mm && k0 < j->Kd) lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mm, a + k0 * j->sak + m0));
+                if (mm && k0 + 1 < j->Kd)
+                    hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mm, a + (k0 + 1) * j->sak + m0));
+                r[i] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+            }
+            transpose16x16(r);
+            for (int i = 0; i < 16; i++) _mm512_storeu_si512(ap + (m0 - m_lo + i) * kpad + 2 * q0, r[i]);
+        }
+    }
+}
+
 static inline __m512 amx_act(__m512 v, int act)
 {
     if (act) v = _mm512_max_ps(v, _mm512_setzero_ps());
@@ -260,6 +286,7 @@ static void amx_store(const Amx *j, void *out, const float *cs, float *ct, long 
 typedef struct {
     float *cs, *ct;                  /* the sums of a micro-tile, 32 x 32; room for them transposed */
     uint16_t *bp, *apad, *tails;     /* B's block; A's last partial block; A's rows' tails past 32s */
+    uint16_t *apack;                 /* A's tile with rows contiguous, where A's columns are (sak != 1) */
 } AmxScratch;
 
 /* One image's rows [m_lo, m_hi) of A against B's column blocks [nb_lo, nb_hi), into out. */
@@ -269,12 +296,14 @@ static void amx_block(const Amx *j, const AmxScratch *w, long img, long m_lo, lo
     long kpad = (j->Kd + 31) / 32 * 32, ksteps = kpad / 32, kfull = j->Kd / 32;
     const uint16_t *a = j->a + img * j->an, *b = j->b + img * j->bn;
     char *out = (char *)j->out + img * j->on * (j->out_f32 ? 4 : 2);
-    long last = m_hi - (m_hi - m_lo) % 32; /* rows from here are a partial block */
+    int packed = j->sak != 1; /* A's tile repacked whole, zero-padded: every block read in place */
+    if (packed) amx_pack_a(j, a, m_lo, m_hi, kpad, w->apack);
+    long last = packed ? m_hi : m_hi - (m_hi - m_lo) % 32; /* rows from here are a partial block */
     if (last < m_hi) { /* copied once, padded with zeros */
         memset(w->apad, 0, (size_t)32 * kpad * sizeof(uint16_t));
         for (long r = 0; r < m_hi - last; r++) memcpy(w->apad + r * kpad, a + (last + r) * j->lda, (size_t)j->Kd * 2);
     }
-    if (kfull < ksteps) /* whole blocks' row tails past the last full 32 */
+    if (!packed && kfull < ksteps) /* whole blocks' row tails past the last full 32 */
         for (long m = m_lo; m < last; m += 32)
             for (long r = 0; r < 32; r++) {
                 uint16_t *t = w->tails + ((m - m_lo) / 32 * 32 + r) * 32;
@@ -288,8 +317,8 @@ static void amx_block(const Amx *j, const AmxScratch *w, long img, long m_lo, lo
         for (long m0 = m_lo; m0 < m_hi; m0 += 32) {
             long mb = m_hi - m0 < 32 ? m_hi - m0 : 32;
             int two_m = mb > 16, two_n = nb > 16;
-            const uint16_t *ap = mb == 32 ? a + m0 * j->lda : w->apad;
-            long as = mb == 32 ? j->lda * 2 : kpad * 2;
+            const uint16_t *ap = packed ? w->apack + (m0 - m_lo) * kpad : mb == 32 ? a + m0 * j->lda : w->apad;
+            long as = mb == 32 && !packed ? j->lda * 2 : kpad * 2;
             const uint16_t *tp = w->tails + (m0 - m_lo) / 32 * 32 * 32;
             _tile_zero(0);
             _tile_zero(1);
@@ -298,7 +327,7 @@ static void amx_block(const Amx *j, const AmxScratch *w, long img, long m_lo, lo
             for (long ks = 0; ks < ksteps; ks++) {
                 const uint16_t *ak = ap + ks * 32;
                 long ast = as;
-                if (mb == 32 && ks >= kfull) ak = tp, ast = 64;
+                if (!packed && mb == 32 && ks >= kfull) ak = tp, ast = 64;
                 _tile_loadd(4, ak, ast);
                 _tile_loadd(6, bp + ks * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);
@@ -328,14 +357,16 @@ static void amx_items(const void *ctx, long i0, long i1)
     Amx *j = (Amx *)ctx;
     long kpad = (j->Kd + 31) / 32 * 32;
     size_t bp_n = (size_t)kpad * 32, apad_n = (size_t)32 * kpad, tails_n = (size_t)j->tm * 32;
-    float *ws = workspace((bp_n + apad_n + tails_n) / 2 + 2 * 32 * 32 + 64);
+    size_t apack_n = j->sak != 1 ? (size_t)j->tm * kpad : 0;
+    float *ws = workspace((bp_n + apad_n + tails_n + apack_n) / 2 + 2 * 32 * 32 + 64);
     if (!ws) {
         j->failed = 1;
         return;
     }
-    AmxScratch w = {ws, ws + 32 * 32, (uint16_t *)(ws + 2 * 32 * 32), NULL, NULL};
+    AmxScratch w = {ws, ws + 32 * 32, (uint16_t *)(ws + 2 * 32 * 32), NULL, NULL, NULL};
     w.apad = w.bp + bp_n;
     w.tails = w.apad + apad_n;
+    w.apack = w.tails + tails_n;
     TileConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -367,7 +398,9 @@ static int run_amx(Amx *j, int threads)
     long mpad = (j->M + 31) / 32 * 32;
     j->tm = rows < 32 ? 32 : rows > mpad ? mpad : rows;
     j->mtiles = (j->M + j->tm - 1) / j->tm;
-    long nblocks = (j->N + 31) / 32, want = 4L * threads, have = (j->sum_images ? 1 : j->images) * j->mtiles;
+    /* items enough to share, but few where images are summed: each item repacks A for every image */
+    long nblocks = (j->N + 31) / 32, want = (j->sum_images ? 1L : 4L) * threads;
+    long have = (j->sum_images ? 1 : j->images) * j->mtiles;
     j->nchunks = have >= want ? 1 : (want + have - 1) / have;
     if (j->nchunks > nblocks) j->nchunks = nblocks;
     j->nchunk = (nblocks + j->nchunks - 1) / j->nchunks;

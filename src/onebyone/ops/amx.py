@@ -156,3 +156,32 @@ def _grad_weight_amx(grad: Tensor, x: Tensor, groups: int) -> Tensor:
                           p, c * p, acc.data_ptr() + g * kg * cg * 4, cg, 1, 0, 0, 0, n, kg, cg, p, 0,
                           torch.get_num_threads(), 1, 0, 1)
     return acc.to(grad.dtype)
+
+
+# Pixels summed per call of the channels_last grad_W: the reduction of one kernel image (each
+# image's sums are added to the float32 total in the output's stores).
+_GW_PIXELS = 1024
+
+
+def _grad_weight_amx_cl(grad: Tensor, x: Tensor, groups: int) -> Tensor:
+    """bfloat16 grad_W for channels_last at stride 1 on the AMX kernel: per group, dY_g^T @ X_g over
+    every pixel of the batch, _GW_PIXELS pixels a kernel image summed in float32 (a weight-sized
+    buffer). dY_g^T's rows are dY's columns: the kernel repacks them a tile at a time."""
+    n, k, h, wd = grad.shape
+    c = x.shape[1]
+    cg, kg, p = c // groups, k // groups, n * h * wd
+    acc = torch.zeros((k, cg), dtype=torch.float32)
+    size, threads = grad.element_size(), torch.get_num_threads()
+    chunk = min(p, _GW_PIXELS)
+    whole = p // chunk if chunk else 0
+    runs = [(0, whole, chunk, 0), (whole * chunk, 1, p - whole * chunk, 1)]
+    for g in range(groups):
+        for start, images, pixels, accumulate in runs:
+            if images == 0 or pixels == 0:
+                continue
+            # A(k', pixel) = dY[pixel, g*kg + k'] (columns contiguous), B(pixel, c') = x[pixel, g*cg + c']
+            _native.gemm_bf16(grad.data_ptr() + (start * k + g * kg) * size, 1, chunk * k,
+                              x.data_ptr() + (start * c + g * cg) * size, c, 1, chunk * c,
+                              acc.data_ptr() + g * kg * cg * 4, cg, 1, 0, 0, 0, images, kg, cg, pixels, 0, threads,
+                              1, accumulate, 1, k)
+    return acc.to(grad.dtype)

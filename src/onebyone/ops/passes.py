@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import choice
-from .amx import _amx_ok, _forward_amx, _grad_input_amx, _grad_weight_amx
+from .amx import _amx_ok, _forward_amx, _grad_input_amx, _grad_weight_amx, _grad_weight_amx_cl
 from .choice import choice_key, decide
 from .gemm import (
     _finished,
@@ -95,7 +95,7 @@ def grad_weight_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channe
         names.append("onednn")
     if _native_dtype_ok(x) and (channels_last or stride == (1, 1)):
         names.append("native")
-    if _amx_ok(x) and not channels_last and stride == (1, 1):
+    if _amx_ok(x) and stride == (1, 1):
         names.append("amx")
     return names
 
@@ -204,8 +204,8 @@ def _grad_weight_on(
     """grad_W on one named library."""
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 1)
-    if name == "amx":  # NCHW at stride 1
-        return _grad_weight_amx(grad, x, groups)
+    if name == "amx":  # stride 1
+        return _grad_weight_amx_cl(grad, x, groups) if channels_last else _grad_weight_amx(grad, x, groups)
     if name == "native" and channels_last:
         return _grad_weight_native_cl(grad, x, stride, groups)
     if name == "native":  # NCHW at stride 1 (see grad_weight_candidates)
