@@ -182,6 +182,6 @@ def _grad_weight_amx_cl(grad: Tensor, x: Tensor, groups: int) -> Tensor:
             # A(k', pixel) = dY[pixel, g*kg + k'] (columns contiguous), B(pixel, c') = x[pixel, g*cg + c']
             _native.gemm_bf16(grad.data_ptr() + (start * k + g * kg) * size, 1, chunk * k,
                               x.data_ptr() + (start * c + g * cg) * size, c, 1, chunk * c,
-                              acc.data_ptr() + g * kg * cg * 4, cg, 1, 0, 0, 0, images, kg, cg, pixels, 0, threads,
-                              1, accumulate, 1, k)
+                              acc.data_ptr() + g * kg * cg * 4, cg, 1, 0, 0, 0, images, kg, cg, pixels, 0,
+                              threads, 1, accumulate, 1, k)
     return acc.to(grad.dtype)
