@@ -1,13 +1,14 @@
-"""The bfloat16 forward on onebyone's own AMX kernel (``_native_amx.h``).
+"""The bfloat16 passes on onebyone's own AMX kernel (``_native_amx.h``).
 
-Where the CPU has AMX-BF16 tiles (and Linux grants them), the forward of a bfloat16 layer has two
-candidates of its own besides PyTorch's: "amx" reads the input where it lies (channels_last: the
-pixels' rows of channels are the tiles' rows; NCHW: each image's channel-by-pixel matrix is
-repacked 32 pixels at a time) and "amx_turned" runs a channels_last layer as y^T = W x^T (the
-weights' rows are the tiles' rows, the input repacked 32 pixels at a time, the output stored
-transposed). Either way only a block of 32 columns is ever copied, into a scratch each thread
-keeps, so the extra memory stays a few hundred KiB whatever the batch; oneDNN's bfloat16 matmul,
-under the "torch" candidate, packs a whole operand on every call.
+Where the CPU has AMX-BF16 tiles (and Linux grants them), bfloat16 layers get candidates of their
+own besides PyTorch's: "amx" reads the input where it lies (channels_last: the pixels' rows of
+channels are the tiles' rows; NCHW: each image's channel-by-pixel matrix is repacked 32 pixels at a
+time) and "amx_turned" runs a channels_last layer as y^T = W x^T (the weights' rows are the tiles'
+rows, the input repacked 32 pixels at a time, the output stored transposed); grad_input and grad_W
+map onto the same product. Only a block of 32 columns (and, for grad_W on channels_last, a tile of
+grad_y's rows) is ever copied, into a scratch each thread keeps, so the forward's extra memory
+stays a few hundred KiB whatever the batch; oneDNN's bfloat16 matmul, under the "torch"
+candidate, packs a whole operand on every call.
 """
 
 from __future__ import annotations
