@@ -373,6 +373,19 @@ def test_tune_prints_its_table_and_a_second_run_reads_the_cache(fresh_cache):
     assert path.read_bytes() == written  # nothing new to keep
 
 
+def test_tune_channels_last_reports_every_layer_in_the_layout_it_ran(fresh_cache):
+    """A one-channel input is NCHW and channels_last at once: the model is converted to channels_last
+    as a channels_last run converts it, and each row is looked up under the layout its layer saw
+    (it once read every row under the layout asked for, and printed "only candidate" for all)."""
+    from onebyone.models import create_model
+
+    report = onebyone.tune(create_model("nin_digits"), (1, 8, 8), batch=4, train=True, channels_last=True,
+                           threads=1)
+    assert report.rows and all(row.source == "measured" for row in report.rows), report.rows
+    assert all("nchw" not in row.shape for row in report.rows)
+    assert any(k.startswith("forward|channels_last|") for k in _entries(fresh_cache))
+
+
 def test_tune_bad_input_gets_one_line_and_exit_2(fresh_cache):
     for args, words in ((("nin_digits", "--input", "8x8"), "CxHxW"),
                         (("no_such_model", "--input", "1x8x8"), "no_such_model"),

@@ -20,7 +20,7 @@ from torch import nn
 from . import ops
 from .layers import Conv1x1, convert
 from .ops.cache import CACHE, key_text
-from .ops.checks import _pair
+from .ops.checks import _is_channels_last, _pair
 from .ops.choice import choice_key
 
 __all__ = ["TuneReport", "TuneRow", "tune"]
@@ -99,12 +99,15 @@ def tune(
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     net = convert(copy.deepcopy(model)).to(dtype).eval()
+    if channels_last:  # as a channels_last run converts its model: its other layers keep the layout
+        net = net.to(memory_format=torch.channels_last)
     layers = {m: n or type(model).__name__ for n, m in net.named_modules() if isinstance(m, Conv1x1)}
     if not layers:
         raise ValueError(f"{name or type(model).__name__} has no 1x1 convolution to tune")
-    seen: list[tuple[str, tuple[int, ...], Conv1x1]] = []
-    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append((layers[m], tuple(a[0].shape), m)))
-             for m in layers]
+    # each layer's input as the op saw it: its layout too (a model may turn channels_last input NCHW)
+    seen: list[tuple[str, tuple[int, ...], Conv1x1, bool]] = []
+    hooks = [m.register_forward_pre_hook(
+        lambda m, a: seen.append((layers[m], tuple(a[0].shape), m, _is_channels_last(a[0])))) for m in layers]
     before = {k: v for k, v in CACHE.load().items()}
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(batch, *input_size, dtype=dtype).contiguous(memory_format=fmt)
@@ -128,19 +131,21 @@ def tune(
 
 
 def _report(model: str, batch: int, input_size: tuple[int, int, int], dtype: torch.dtype, channels_last: bool,
-            train: bool, seen: list[tuple[str, tuple[int, ...], Conv1x1]], before: dict[str, Any]
+            train: bool, seen: list[tuple[str, tuple[int, ...], Conv1x1, bool]], before: dict[str, Any]
             ) -> TuneReport:
     """The rows of every pass the run saw (call while the thread count of the run holds: it is part
     of every key)."""
     report = TuneReport(model, [batch, *input_size], str(dtype).removeprefix("torch."),
                         "channels_last" if channels_last else "nchw", train, ops.choices_path())
     chosen, timings = ops.chosen_backends(), ops.choice_timings()
-    for layer, shape, m in seen:
+    for layer, shape, m, layer_cl in seen:
         passes = ["forward"] + (["grad_input", "grad_weight", "backward"] if train else [])
         stride = _pair(m.stride, "stride")
         for pass_ in passes:
-            key = choice_key(pass_, channels_last, shape, m.out_channels, stride, m.groups, dtype)
+            key = choice_key(pass_, layer_cl, shape, m.out_channels, stride, m.groups, dtype)
             desc = f"{'x'.join(map(str, shape))}->{m.out_channels}"
+            if layer_cl != channels_last:  # the layer ran in the other layout
+                desc += " channels_last" if layer_cl else " nchw"
             desc += f" s{stride[0]}x{stride[1]}" if stride != (1, 1) else ""
             desc += f" g{m.groups}" if m.groups != 1 else ""
             if key not in chosen:
