@@ -100,7 +100,7 @@ def tune(
         raise ValueError(f"threads must be >= 1, got {threads}")
     net = convert(copy.deepcopy(model)).to(dtype).eval()
     if channels_last:  # as a channels_last run converts its model: its other layers keep the layout
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     layers = {m: n or type(model).__name__ for n, m in net.named_modules() if isinstance(m, Conv1x1)}
     if not layers:
         raise ValueError(f"{name or type(model).__name__} has no 1x1 convolution to tune")
