@@ -172,15 +172,57 @@ def test_a_new_key_is_timed_once_kept_on_disk_and_read_back(fresh_cache, monkeyp
     assert ops.chosen_backends() == chosen
 
 
-def test_a_large_key_is_timed_on_a_slice_within_the_budget(fresh_cache, monkeypatch):
+def test_a_large_key_is_timed_on_a_slice_then_its_close_candidates_on_whole_calls(fresh_cache, monkeypatch):
     monkeypatch.setattr(choice, "TIMING_BUDGET", 0.002)
+    monkeypatch.setattr(choice, "_CONTEND", float("inf"))  # every candidate the slice timed goes on trial
     x = torch.randn(8, 64, 40, 40)
     w = torch.randn(64, 64)
-    onebyone.conv1x1(x, w)
-    (key,) = [k for k in ops.chosen_backends() if k[0] == "forward"]
+    want = F.conv2d(x.double(), w.double().view(64, 64, 1, 1))
+    key = choice.choice_key("forward", False, x.shape, 64, (1, 1), 1, torch.float32)
+    ran: list[str] = []
+    observe = choice._observe
+    monkeypatch.setattr(choice, "_observe", lambda key, name, s: (ran.append(name), observe(key, name, s)))
+    _close(onebyone.conv1x1(x, w), want, torch.float32)
     entry = _entries(fresh_cache)[cache.key_text(key)]
     assert entry["images"] < 8 or entry["rows"] < 40
     assert choice._samples[key]["images"] == entry["images"]
+    contenders = entry["contenders"]
+    assert len(contenders) >= 2 and key not in ops.chosen_backends() and ran == contenders[:1]
+    for _ in range(choice._TRIAL_CALLS * len(contenders) - 1):
+        _close(onebyone.conv1x1(x, w), want, torch.float32)  # each whole call on the next contender
+    assert sorted(ran) == sorted(contenders * choice._TRIAL_CALLS)
+    entry = _entries(fresh_cache)[cache.key_text(key)]
+    assert "contenders" not in entry and set(entry["calls"]) == set(contenders)
+    assert ops.chosen_backends()[key] == entry["choice"]
+    assert ops.choice_timings()[key] == pytest.approx(entry["calls"], rel=1e-5)
+    assert entry["calls"][entry["choice"]] <= 1.0201 * min(entry["calls"].values())  # the fastest, or tied
+    onebyone.conv1x1(x, w)
+    assert len(ran) == choice._TRIAL_CALLS * len(contenders)  # settled: nothing timed any more
+
+
+def test_a_trial_left_unfinished_goes_on_in_the_next_process_without_timing(fresh_cache, monkeypatch):
+    monkeypatch.setattr(choice, "TIMING_BUDGET", 0.002)
+    monkeypatch.setattr(choice, "_CONTEND", float("inf"))
+    x = torch.randn(8, 64, 40, 40)
+    w = torch.randn(64, 64)
+    key = choice.choice_key("forward", False, x.shape, 64, (1, 1), 1, torch.float32)
+    onebyone.conv1x1(x, w)
+    contenders = _entries(fresh_cache)[cache.key_text(key)]["contenders"]
+    ops.clear_choices()  # a new process, as far as the choices go
+    monkeypatch.setattr(choice, "_time", lambda *a, **k: pytest.fail("timed a key the cache holds"))
+    for _ in range(choice._TRIAL_CALLS * len(contenders)):
+        onebyone.conv1x1(x, w)
+    assert key in ops.chosen_backends() and "calls" in _entries(fresh_cache)[cache.key_text(key)]
+
+
+def test_training_steps_settle_every_pass_on_trial(fresh_cache, monkeypatch):
+    monkeypatch.setattr(choice, "TIMING_BUDGET", 0.002)
+    monkeypatch.setattr(choice, "_CONTEND", float("inf"))
+    for _ in range(choice._TRIAL_CALLS * choice._MAX_CONTENDERS):
+        _step(n=8, c=64, k=64, hw=32, cl=True)  # channels_last: oneDNN's "both gradients" too
+    assert not choice._trials
+    assert {k[0] for k in ops.chosen_backends()} >= {"forward", "grad_input", "grad_weight"}
+    assert any("calls" in e for e in _entries(fresh_cache).values())
 
 
 def test_a_faster_candidate_paces_the_slice_past_a_slow_first_one(monkeypatch):

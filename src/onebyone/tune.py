@@ -1,9 +1,10 @@
 """Pre-tune a model: every 1x1 layer's passes measured (or read from the cache) before real work.
 
-``tune(model, (C, H, W))`` runs the model once (forward, and backward with ``train``) on a copy
-whose 1x1 ``nn.Conv2d`` layers are ``Conv1x1``: conv1x1 times every candidate of every pass it has
-not seen on this machine and keeps the fastest in its cache (ops/cache.py), so that later
-processes, and the user's own run, start with the choices made. The report says, per layer and
+``tune(model, (C, H, W))`` runs the model (forward, and backward with ``train``) on a copy whose
+1x1 ``nn.Conv2d`` layers are ``Conv1x1``: conv1x1 times every candidate of every pass it has not
+seen on this machine and keeps the fastest in its cache (ops/cache.py), running again while close
+candidates are tried on whole calls (at most ten runs), so that later processes, and the user's
+own run, start with the choices made. The report says, per layer and
 pass, what was chosen, by how much it beat the runner-up, and whether it was measured now or read.
 """
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from . import ops
 from .layers import Conv1x1, convert
+from .ops import choice
 from .ops.cache import CACHE, key_text
 from .ops.checks import _is_channels_last, _pair
 from .ops.choice import choice_key
@@ -115,11 +117,18 @@ def tune(
     policy = ops.set_backend("auto")
     try:
         torch.set_num_threads(threads or threads_before)
-        with torch.set_grad_enabled(train):
-            out = net(x)
-            if train:
-                outs = [out] if isinstance(out, torch.Tensor) else list(out)
-                torch.stack([o.float().sum() for o in outs]).sum().backward()
+        # again while a pass is on trial (its close candidates tried on whole calls, ops/choice.py)
+        for step in range(1 + choice._TRIAL_CALLS * choice._MAX_CONTENDERS):
+            if step and not choice._trials:
+                break
+            with torch.set_grad_enabled(train):
+                out = net(x)
+                if train:
+                    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+                    torch.stack([o.float().sum() for o in outs]).sum().backward()
+            if step == 0:  # the first run saw every layer
+                for h in hooks:
+                    h.remove()
         report = _report(name or type(model).__name__, batch, input_size, dtype, channels_last, train, seen,
                          before)
     finally:

@@ -4,7 +4,9 @@ One JSON file per machine identity (the processor's name, vendor, family, model,
 flags, PyTorch's and onebyone's versions, the native kernels' instruction set) under the user's
 cache folder: ``$XDG_CACHE_HOME/onebyone/choices-<identity>.json`` (``~/.cache`` without it). Each
 entry maps a key (pass, layout, shape, stride, groups, dtype, threads) to the library chosen and
-the seconds each candidate took. Writers merge under a lock and replace the file atomically, so
+the seconds each candidate took (on the slice of the call it was timed on; and where close ones
+were then tried on whole calls, their "calls" seconds, or while that is pending their names as
+"contenders"). Writers merge under a lock and replace the file atomically, so
 two processes tuning at once both land; a corrupt file, or one whose identity is not this
 machine's, is ignored (and replaced at the next write) with one warning, never trusted; a cache
 folder that cannot be written keeps the choices in memory, with one warning.
@@ -89,6 +91,10 @@ def cache_path() -> Path:
     return Path(base) / "onebyone" / f"choices-{_identity_hash(machine_identity())}.json"
 
 
+def _rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {k: float(f"{v:.6g}") for k, v in seconds.items()}
+
+
 class ChoiceCache:
     """The file's entries, read once, merged on every write."""
 
@@ -154,8 +160,12 @@ class ChoiceCache:
     def record(self, key: Key, choice: str, seconds: dict[str, float], sample: dict[str, Any]) -> None:
         """Keep a new choice (the seconds each candidate took, and the images and output rows they
         took it on): in memory at once, and merged into the file."""
-        entry = {"choice": choice, "images": sample["images"], "rows": sample["rows"],
-                 "seconds": {k: float(f"{v:.6g}") for k, v in seconds.items()}}
+        entry: dict[str, Any] = {"choice": choice, "images": sample["images"], "rows": sample["rows"],
+                                 "seconds": _rounded(seconds)}
+        if sample.get("contenders"):  # on trial: tried on whole calls by whichever process runs next
+            entry["contenders"] = list(sample["contenders"])
+        if sample.get("calls"):  # the trial's result: the median seconds of a whole call
+            entry["calls"] = _rounded(sample["calls"])
         self.load()[key_text(key)] = entry
         path = cache_path()
         try:

@@ -4,7 +4,9 @@ Every pass (forward, grad_input, grad_weight, and both gradients at once) of eve
 shape, output channels, stride, groups, dtype, threads) runs each candidate that is correct for it
 (passes.py), interleaved, within a budget of TIMING_BUDGET seconds, and keeps the one with the
 least median time; cache.py keeps the choices on disk for this machine, so a second process starts
-with them. Nothing here knows which library wins where: that is measured, not fitted.
+with them. Where the budget only let the candidates run on a slice of the call, the ones the slice
+left close are then tried on the caller's own whole calls (a Trial) before the key settles. Nothing
+here knows which library wins where: that is measured, not fitted.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ TIMING_BUDGET = 0.05
 # in the candidates' order (PyTorch's BLAS first): timing noise, not a constant of any machine.
 _TIE = 1.02
 _MAX_ROUNDS = 9
+# A slice sits in the cache from round to round where the whole call streams from memory, so it can
+# rank close candidates unlike the call (three libraries tied on 8 images of 528x14x14->256 where
+# F.conv2d ran the 32 images 1.2x faster than the pick, BENCHMARKS.md): candidates within _CONTEND
+# of the fastest slice, the best _MAX_CONTENDERS of them, then run _TRIAL_CALLS whole calls each.
+_CONTEND = 1.5
+_MAX_CONTENDERS = 3
+_TRIAL_CALLS = 3
 
 _policy = "auto"
 _choices: dict[Key, str] = {}
@@ -44,6 +53,31 @@ _samples: dict[Key, dict[str, Any]] = {}  # what each timing in this process ran
 _plans: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 _lock = threading.Lock()
 R = TypeVar("R")
+
+
+class Trial(str):
+    """The library one whole call of a key on trial runs on: a str of its name, which the passes'
+    dispatch times on the way (:func:`timed`)."""
+
+    key: Key
+
+
+class _OnTrial:
+    """A key whose close candidates take turns on whole calls."""
+
+    def __init__(self, order: Sequence[str], contenders: Sequence[str], seconds: dict[str, float],
+                 sample: dict[str, Any]) -> None:
+        self.order = [n for n in order if n in contenders]  # a tie goes to the earlier, as in decide
+        self.calls: dict[str, list[float]] = {n: [] for n in contenders}
+        self.seconds, self.sample = seconds, sample
+
+    def next(self, key: Key) -> Trial:
+        name = Trial(min(self.calls, key=lambda n: len(self.calls[n])))  # round-robin
+        name.key = key
+        return name
+
+
+_trials: dict[Key, _OnTrial] = {}
 
 
 def set_backend(name: str = "auto") -> str:
@@ -64,6 +98,7 @@ def set_backend(name: str = "auto") -> str:
         before, _policy = _policy, name
         _choices.clear()
         _plans.clear()
+        _trials.clear()
     return before
 
 
@@ -93,6 +128,7 @@ def clear_choices(*, disk: bool = False) -> None:
         _plans.clear()
         _timings.clear()
         _samples.clear()
+        _trials.clear()
         _pins.clear()
     CACHE.clear(disk=disk)
 
@@ -108,6 +144,7 @@ def pin_choices(choices: Mapping[Any, str]) -> None:
         _pins.update({k if isinstance(k, str) else key_text(k): v for k, v in choices.items()})
         _choices.clear()
         _plans.clear()
+        _trials.clear()
 
 
 def choice_key(pass_: str, channels_last: bool, x_shape: Sequence[int], k: int, stride: tuple[int, int],
@@ -133,19 +170,25 @@ def decide(
     args: tuple[Any, ...],
     steps: tuple[int, ...],
     fresh: Mapping[str, int] | None = None,
+    trial: bool = True,
 ) -> str:
     """The library for this key: pinned, remembered, read from the cache, or timed now.
 
     ``run(name, *args)`` runs a candidate; the tensors with a non-zero ``steps`` (rows per output
     row) may be timed on a slice of their images and rows (see :func:`_time`). ``fresh`` names the
     candidates that allocate their output themselves, not from the output pool, with its bytes on
-    the whole call: see :func:`_charge_faults`.
+    the whole call: see :func:`_charge_faults`. With ``trial`` (where the caller runs the name it
+    gets through a dispatch that times a :class:`Trial`), candidates a slice left close are then
+    tried on whole calls: until the key settles, each call gets the next of them.
     """
     if len(names) == 1:
         return names[0]
     chosen = _choices.get(key)
     if chosen is not None:
         return chosen
+    on_trial = _trials.get(key)
+    if on_trial is not None:
+        return on_trial.next(key)
     text = key_text(key)
     pinned = _pins.get(text)
     if pinned is not None and pinned in names:
@@ -155,7 +198,12 @@ def decide(
         return _untimed(names)
     entry = CACHE.load().get(text)
     if entry is not None and entry["choice"] in names:
-        _timings[key] = dict(entry.get("seconds") or {})
+        _timings[key] = dict(entry.get("calls") or entry.get("seconds") or {})
+        pending = [n for n in entry.get("contenders") or () if n in names and trial]
+        if len(pending) > 1:  # timed by an earlier process that ended before its trial did
+            sample = {"images": entry.get("images", 0), "rows": entry.get("rows", 0)}
+            _trials[key] = _OnTrial(names, pending, dict(entry.get("seconds") or {}), sample)
+            return _trials[key].next(key)
         _choices[key] = entry["choice"]
         return entry["choice"]
     seconds, sample = _time(names, run, args, steps)
@@ -163,9 +211,57 @@ def decide(
         _charge_faults(seconds, sample, fresh)
     fastest = min(seconds.values())
     chosen = next(n for n in names if n in seconds and seconds[n] <= _TIE * fastest)
-    _choices[key], _timings[key], _samples[key] = chosen, seconds, sample
+    _timings[key], _samples[key] = seconds, sample
+    contenders = _contenders(seconds, sample) if trial else []
+    if contenders:
+        sample["contenders"] = contenders
     CACHE.record(key, chosen, seconds, sample)
+    if contenders:
+        _trials[key] = _OnTrial(names, contenders, seconds, sample)
+        return _trials[key].next(key)
+    _choices[key] = chosen
     return chosen
+
+
+def _contenders(seconds: dict[str, float], sample: dict[str, Any]) -> list[str]:
+    """The candidates to try on whole calls: those close to the fastest where a slice was timed."""
+    if sample["fraction"] >= 1:
+        return []
+    fastest = min(seconds.values())
+    close = sorted((n for n, s in seconds.items() if s <= _CONTEND * fastest), key=seconds.__getitem__)
+    return close[:_MAX_CONTENDERS] if len(close) > 1 else []
+
+
+def timed(name: Trial, run: Callable[..., R], *args: Any) -> R:
+    """``run(name, *args)``, one whole call of a key on trial, its seconds counted for the key."""
+    t0 = time.perf_counter()
+    out = run(str(name), *args)
+    _observe(name.key, str(name), time.perf_counter() - t0)
+    return out
+
+
+def _observe(key: Key, name: str, seconds: float) -> None:
+    """Count one whole call; after each round, drop the contenders beyond _CONTEND of the best so
+    far, and settle the key once one is left or each ran _TRIAL_CALLS calls."""
+    with _lock:
+        trial = _trials.get(key)
+        if trial is None or name not in trial.calls:  # settled meanwhile, or cleared
+            return
+        trial.calls[name].append(seconds)
+        counts = {len(v) for v in trial.calls.values()}
+        if len(counts) > 1:  # the round is not over
+            return
+        medians = {n: statistics.median(v) for n, v in trial.calls.items()}
+        best = min(medians.values())
+        trial.calls = {n: v for n, v in trial.calls.items() if medians[n] <= _CONTEND * best}
+        if len(trial.calls) > 1 and counts.pop() < _TRIAL_CALLS:
+            return
+        del _trials[key]
+    chosen = next(n for n in trial.order if n in trial.calls and medians[n] <= _TIE * best)
+    sample = {**trial.sample, "calls": medians}
+    sample.pop("contenders", None)
+    _choices[key], _timings[key], _samples[key] = chosen, medians, sample
+    CACHE.record(key, chosen, trial.seconds, sample)
 
 
 def _charge_faults(seconds: dict[str, float], sample: dict[str, Any], fresh: Mapping[str, int]) -> None:

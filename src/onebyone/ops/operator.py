@@ -184,7 +184,7 @@ def _eager(
         choice._plans.clear()
     with torch.no_grad():  # a new key's timing runs the candidates: no graph of them
         name = _forward_library(x, w, bias, stride_pair, groups, activation, channels_last)
-    if keep is not None:
+    if keep is not None and type(name) is str:  # not while the key is on trial (choice.Trial)
         choice._plans[keep] = (name, stride_pair, channels_last)
     if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
         return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)

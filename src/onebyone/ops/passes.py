@@ -114,6 +114,8 @@ def _forward_on(
     channels_last: bool,
 ) -> Tensor:
     """The forward pass on one named library, bias and activation included."""
+    if type(name) is not str:  # a Trial: a whole call its key's choice is checked on
+        return choice.timed(name, _forward_on, x, w, bias, stride, groups, activation, channels_last)
     if name in ("native", "native_turned"):  # fuses them into its stores
         return _forward_native(x, w, bias, stride, groups, activation, channels_last, name == "native_turned")
     if name in ("amx", "amx_turned"):
@@ -187,6 +189,8 @@ def _grad_input_on(
     name: str, grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
 ) -> Tensor:
     """grad_x on one named library."""
+    if type(name) is not str:  # a Trial (see _forward_on)
+        return choice.timed(name, _grad_input_on, grad, x, w, stride, groups, channels_last)
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 0)
     if name in ("amx", "amx_turned"):  # see grad_input_candidates
@@ -202,6 +206,8 @@ def _grad_weight_on(
     name: str, grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
 ) -> Tensor:
     """grad_W on one named library."""
+    if type(name) is not str:  # a Trial (see _forward_on)
+        return choice.timed(name, _grad_weight_on, grad, x, w, stride, groups, channels_last)
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 1)
     if name == "amx":  # stride 1
@@ -271,7 +277,7 @@ def backward(
     known = None if plan is None else choice._plans.get(plan)
     if known is None:
         known = _backward_libraries(grad, x, w, stride, groups, channels_last, want_x, want_w)
-        if plan is not None:
+        if plan is not None and all(type(name) is str for name in known):  # no key on trial
             choice._plans[plan] = known
     gi, gw = known
     if gi == "both":
@@ -295,6 +301,10 @@ def _backward_libraries(
     call of the two (timed now where a key is new)."""
     gi = _grad_input_choice(grad, x, w, stride, groups, channels_last) if want_x else ""
     gw = _grad_weight_choice(grad, x, w, stride, groups, channels_last) if want_w else ""
+    # while a pass is on trial its own library runs, timed (choice.Trial): the choice between the
+    # two passes and one oneDNN call for both waits until they are settled
+    if type(gi) is not str or type(gw) is not str:
+        return gi, gw
     if (gi, gw) == ("onednn", "onednn"):
         return "both", "both"
     if want_x and want_w and _onednn_ok(x, w, channels_last):
@@ -308,7 +318,7 @@ def _backward_libraries(
 
         both = choice._choices.get(key) or decide(
             key, ["passes", "onednn"], run, (grad, x, w), (1, stride[0], 0),
-            _fresh_output(["onednn"], x, x.shape[1], (1, 1)),
+            _fresh_output(["onednn"], x, x.shape[1], (1, 1)), trial=False,  # "both" runs untimed
         )
         if both == "onednn":
             return "both", "both"
