@@ -114,7 +114,7 @@ def _forward_on(
     channels_last: bool,
 ) -> Tensor:
     """The forward pass on one named library, bias and activation included."""
-    if type(name) is not str:  # a Trial: a whole call its key's choice is checked on
+    if isinstance(name, choice.Trial):  # a Trial: a whole call its key's choice is checked on
         return choice.timed(name, _forward_on, x, w, bias, stride, groups, activation, channels_last)
     if name in ("native", "native_turned"):  # fuses them into its stores
         return _forward_native(x, w, bias, stride, groups, activation, channels_last, name == "native_turned")
@@ -189,7 +189,7 @@ def _grad_input_on(
     name: str, grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
 ) -> Tensor:
     """grad_x on one named library."""
-    if type(name) is not str:  # a Trial (see _forward_on)
+    if isinstance(name, choice.Trial):  # a Trial (see _forward_on)
         return choice.timed(name, _grad_input_on, grad, x, w, stride, groups, channels_last)
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 0)
@@ -206,7 +206,7 @@ def _grad_weight_on(
     name: str, grad: Tensor, x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
 ) -> Tensor:
     """grad_W on one named library."""
-    if type(name) is not str:  # a Trial (see _forward_on)
+    if isinstance(name, choice.Trial):  # a Trial (see _forward_on)
         return choice.timed(name, _grad_weight_on, grad, x, w, stride, groups, channels_last)
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 1)
