@@ -5,7 +5,9 @@ budget): PyTorch's BLAS on views ("torch"; for NCHW batches also one image at a 
 "torch_images"), oneDNN's convolution ("onednn"), onebyone's kernels
 in their natural form ("native") and, for NCHW images, turned around on the channels_last kernel
 ("native_turned"), bfloat16 on onebyone's AMX kernel ("amx", and for channels_last
-"amx_turned"; see amx.py), NumPy's BLAS when forced ("numpy"). choice.decide picks among them.
+"amx_turned"; see amx.py), float16 / bfloat16 widened to float32 block by block on PyTorch's
+float32 BLAS ("widened"; see widened.py), NumPy's BLAS when forced ("numpy"). choice.decide picks
+among them.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ from .native import (
 )
 from .onednn import _onednn_backward, _onednn_backward_both, _onednn_ok
 from .views import _format
+from .widened import _mm_widened, widened_ok
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
-_BLAS = {"torch": _mm_torch, "torch_images": _mm_torch_images, "numpy": _mm_numpy}
+_BLAS = {"torch": _mm_torch, "torch_images": _mm_torch_images, "numpy": _mm_numpy, "widened": _mm_widened}
 
 
 def _images(x: Tensor, channels_last: bool) -> list[str]:
@@ -56,9 +59,13 @@ def _numpy(t: Tensor) -> list[str]:
     return ["numpy"] * (choice._policy == "numpy" and t.is_cpu and t.dtype in _NUMPY_DTYPES)
 
 
+def _widened(x: Tensor) -> list[str]:
+    return ["widened"] * widened_ok(x)
+
+
 def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
                        ) -> list[str]:
-    names = ["torch", *_images(x, channels_last), *_numpy(x)]
+    names = ["torch", *_images(x, channels_last), *_numpy(x), *_widened(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
@@ -77,7 +84,7 @@ def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: in
 
 
 def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
-    names = ["torch", *_images(x, channels_last), *_numpy(x)]
+    names = ["torch", *_images(x, channels_last), *_numpy(x), *_widened(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
@@ -90,7 +97,7 @@ def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channel
 
 
 def grad_weight_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
-    names = ["torch", *_images(x, channels_last), *_numpy(x)]
+    names = ["torch", *_images(x, channels_last), *_numpy(x), *_widened(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x) and (channels_last or stride == (1, 1)):

@@ -1,0 +1,60 @@
+"""The float16 / bfloat16 products widened to float32 block by block (ops/widened.py): every way a
+product is cut into blocks gives float32 sums of the low-precision operands."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from onebyone.ops import passes, widened
+
+
+def _reference(a, b):
+    return (a.double() @ b.double()).to(a.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize(
+    "m, r, n, cap",
+    [
+        (40, 30, 7, 10**6),  # one block
+        (40, 30, 7, 300),  # a's rows (the long side) in blocks, b whole
+        (7, 30, 40, 300),  # b's columns in blocks, a whole
+        (40, 30, 50, 200),  # both sides in blocks
+        (6, 500, 5, 200),  # the sum over the long side in blocks, added up in float32
+        (3, 0, 4, 100),  # an empty sum: zeros
+    ],
+)
+def test_every_cut_of_a_product_gives_its_float32_sums(m, r, n, cap, dtype):
+    gen = torch.Generator().manual_seed(m * 100 + n)
+    a = torch.randn(m, r, generator=gen).to(dtype)
+    b = torch.randn(r, n, generator=gen).to(dtype)
+    out = torch.full((m, n), float("nan"), dtype=dtype)
+    widened._mm2(a, b, out, cap)
+    torch.testing.assert_close(out, _reference(a, b), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("cap", [10**6, 1000, 100], ids=["runs", "blocks-of-w", "image-by-image"])
+def test_images_of_a_batch_in_runs_or_one_by_one(cap, monkeypatch):
+    gen = torch.Generator().manual_seed(7)
+    a = torch.randn(40, 16, generator=gen).bfloat16()
+    b = torch.randn(5, 16, 9, generator=gen).bfloat16()
+    out = torch.full((5, 40, 9), float("nan"), dtype=torch.bfloat16)
+    monkeypatch.setattr(widened, "_budget", lambda a, b: cap)
+    widened._mm_widened(a, b, out)
+    torch.testing.assert_close(out, _reference(a, b), atol=1e-2, rtol=1e-2)
+    batched = torch.randn(5, 40, 9, generator=gen).bfloat16()  # grad_W's form: both batched
+    out = torch.empty(5, 40, 16, dtype=torch.bfloat16)
+    widened._mm_widened(batched, b.transpose(1, 2), out)
+    torch.testing.assert_close(out, _reference(batched, b.transpose(1, 2)), atol=1e-2, rtol=1e-2)
+
+
+def test_widened_is_a_candidate_of_every_pass_in_low_precision_only():
+    x = torch.randn(2, 8, 5, 5)
+    w = torch.randn(4, 8)
+    for dtype, expected in ((torch.float32, False), (torch.bfloat16, True), (torch.float16, True)):
+        xd, wd = x.to(dtype), w.to(dtype)
+        for names in (passes.forward_candidates(xd, wd, (1, 1), 1, False),
+                      passes.grad_input_candidates(xd, wd, (1, 1), False),
+                      passes.grad_weight_candidates(xd, wd, (1, 1), False)):
+            assert ("widened" in names) is expected
