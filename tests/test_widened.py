@@ -3,6 +3,8 @@ product is cut into blocks gives float32 sums of the low-precision operands."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -25,12 +27,15 @@ def _reference(a, b):
         (3, 0, 4, 100),  # an empty sum: zeros
     ],
 )
-def test_every_cut_of_a_product_gives_its_float32_sums(m, r, n, cap, dtype):
+# cap: float32 elements of the workspace
+def test_every_cut_of_a_product_gives_its_float32_sums(m, r, n, cap, dtype, monkeypatch):
+    monkeypatch.setattr(widened, "_WORKSPACE_BYTES", 4 * cap)
+    monkeypatch.setattr(widened, "_local", threading.local())
     gen = torch.Generator().manual_seed(m * 100 + n)
     a = torch.randn(m, r, generator=gen).to(dtype)
     b = torch.randn(r, n, generator=gen).to(dtype)
     out = torch.full((m, n), float("nan"), dtype=dtype)
-    widened._mm2(a, b, out, cap)
+    widened._mm2(a, b, out)
     torch.testing.assert_close(out, _reference(a, b), atol=1e-2, rtol=1e-2)
 
 
@@ -40,7 +45,7 @@ def test_images_of_a_batch_in_runs_or_one_by_one(cap, monkeypatch):
     a = torch.randn(40, 16, generator=gen).bfloat16()
     b = torch.randn(5, 16, 9, generator=gen).bfloat16()
     out = torch.full((5, 40, 9), float("nan"), dtype=torch.bfloat16)
-    monkeypatch.setattr(widened, "_budget", lambda a, b: cap)
+    monkeypatch.setattr(widened, "_WORKSPACE_BYTES", 4 * cap)
     widened._mm_widened(a, b, out)
     torch.testing.assert_close(out, _reference(a, b), atol=1e-2, rtol=1e-2)
     batched = torch.randn(5, 40, 9, generator=gen).bfloat16()  # grad_W's form: both batched
@@ -58,3 +63,14 @@ def test_widened_is_a_candidate_of_every_pass_in_low_precision_only():
                       passes.grad_input_candidates(xd, wd, (1, 1), False),
                       passes.grad_weight_candidates(xd, wd, (1, 1), False)):
             assert ("widened" in names) is expected
+
+
+def test_the_workspace_is_kept_between_calls_and_sized_by_the_blocks():
+    a = torch.randn(300, 64).bfloat16()
+    b = torch.randn(64, 1000).bfloat16()
+    out = torch.empty(300, 1000, dtype=torch.bfloat16)
+    widened._mm2(a, b, out)
+    ws = widened._local.ws
+    widened._mm2(a, b, out)
+    assert widened._local.ws is ws and ws.numel() <= widened._WORKSPACE_BYTES // 4
+    torch.testing.assert_close(out, _reference(a, b), atol=1e-2, rtol=1e-2)

@@ -204,8 +204,9 @@ _BF16_PRODUCTS = ((256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (4096, 2
 
 def _measure_gemm_bf16(repeats: int) -> tuple[float | None, str]:
     """The fastest bfloat16 GEMM rate on the CPU: torch.mm, oneDNN's 1x1 convolution (which runs on
-    AMX tiles where the processor has them) and onebyone's own AMX kernel where it runs (a layer on
-    it must not beat the peak either), as _measure_cpu_kernels.
+    AMX tiles where the processor has them), onebyone's own AMX kernel where it runs and its
+    products widened to float32 block by block (ops/widened.py; a layer on either must not beat
+    the peak either), as _measure_cpu_kernels.
 
     Each grows through larger products while a single run stays short: where the processor has no
     bfloat16 arithmetic, torch.mm emulates it at about 1 GFLOP/s, a run of the largest product takes
@@ -229,9 +230,16 @@ def _measure_gemm_bf16(repeats: int) -> tuple[float | None, str]:
         w = torch.randn(k, c, dtype=torch.bfloat16)
         return functools.partial(ops.amx._forward_amx, x, w, None, (1, 1), 1, None, True), 2 * m * c * k
 
+    def widened(size: tuple[int, int, int]) -> tuple[Callable[[], object], int]:
+        m, c, k = size
+        a, b = torch.randn(m, c, dtype=torch.bfloat16), torch.randn(c, k, dtype=torch.bfloat16)
+        out = torch.empty(m, k, dtype=torch.bfloat16)
+        return functools.partial(ops.widened._mm_widened, a, b, out), 2 * m * c * k
+
     from . import ops  # the op sits beside this module; only this measurement needs it
 
-    rates = {"torch.mm": _growing_rate(mm, _BF16_PRODUCTS, repeats, warmups=1)}
+    rates = {"torch.mm": _growing_rate(mm, _BF16_PRODUCTS, repeats, warmups=1),
+             "onebyone widened": _growing_rate(widened, _BF16_PRODUCTS, repeats, warmups=1)}
     if torch.backends.mkldnn.is_available():
         sizes = ((1024, 256), (4096, 512), (16384, 1024))
         rates["oneDNN"] = _growing_rate(conv, sizes, 2 * repeats, warmups=3)

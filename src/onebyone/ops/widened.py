@@ -4,21 +4,26 @@ A CPU without bfloat16 arithmetic (no AVX512_BF16, no AMX) runs PyTorch's and on
 products emulated: on the Zen 3 VM 19 GFLOP/s, against 150 and more in float32 (BENCHMARKS.md).
 Here each block of an operand is widened to float32, multiplied on PyTorch's float32 BLAS into a
 float32 scratch and rounded into the output once: float32 sums, as the low-precision GEMMs make
-them. The widened blocks and their product stay within a share of the larger operand's size, so a
-forward keeps the op's memory budget. A candidate like the others (passes.py): timed, so it runs
-only where it wins.
+them. The widened blocks and their product live in a workspace of fixed size kept between calls,
+so a call allocates nothing of its operands' size. A candidate like the others (passes.py): timed,
+so it runs only where it wins.
 """
 
 from __future__ import annotations
+
+import math
+import threading
 
 import torch
 from torch import Tensor
 
 _LOW = (torch.float16, torch.bfloat16)
-# The widened blocks and their float32 product at most this share of the larger operand's bytes
-# (and at most _MAX_BYTES: blocks that stay in cache), with at least one row or column a block
-_SHARE = 1 / 12
-_MAX_BYTES = 2 * 2**20
+# The widened blocks and their float32 product share one workspace of this size a thread, kept
+# between calls as BLAS keeps its buffers: blocks that stay in cache, whatever the call's size (a
+# budget of a share of the operand cut the slices the choice is timed on into blocks of a few
+# rows, ten times slower than the whole call's, and the slices ranked it last)
+_WORKSPACE_BYTES = 2 * 2**20
+_local = threading.local()
 
 
 def widened_ok(x: Tensor) -> bool:
@@ -26,48 +31,59 @@ def widened_ok(x: Tensor) -> bool:
     return x.is_cpu and x.dtype in _LOW
 
 
+def _workspace(floats: int) -> Tensor:
+    ws: Tensor | None = getattr(_local, "ws", None)
+    if ws is None or ws.numel() < floats:
+        ws = _local.ws = torch.empty(floats, dtype=torch.float32)
+    return ws
+
+
+def _parts(*shapes: tuple[int, ...]) -> list[Tensor]:
+    """Float32 views of the workspace, one a shape, side by side."""
+    sizes = [math.prod(s) for s in shapes]
+    ws = _workspace(sum(sizes))
+    out, at = [], 0
+    for shape, size in zip(shapes, sizes, strict=True):
+        out.append(ws[at : at + size].view(shape))
+        at += size
+    return out
+
+
 def _mm_widened(a: Tensor, b: Tensor, out: Tensor) -> None:
     """out = a @ b in float32: 2-D, or batches of images in b and out (a shared, or batched too)."""
-    cap = _budget(a, b)
     if out.dim() == 2:
-        _mm2(a, b, out, cap)
+        _mm2(a, b, out)
     elif a.dim() == 3:  # grad_W's products, image by image
         for i in range(out.shape[0]):
-            _mm2(a[i], b[i], out[i], cap)
+            _mm2(a[i], b[i], out[i])
     else:
-        _mm_images(a, b, out, cap)
+        _mm_images(a, b, out)
 
 
-def _budget(a: Tensor, b: Tensor) -> int:
-    """float32 elements the widened blocks and their product may take together."""
-    larger = max(a.numel(), b.numel()) * a.element_size()
-    return int(min(_MAX_BYTES, larger * _SHARE)) // 4
-
-
-def _mm_images(a: Tensor, b: Tensor, out: Tensor, cap: int) -> None:
+def _mm_images(a: Tensor, b: Tensor, out: Tensor) -> None:
     """W (M x R) @ X[i] (R x P) for every image i: blocks of W's rows, each over runs of whole images
     (one batched product a run); an image too large for a run goes on its own, in blocks."""
     m, r = a.shape
     images, _, p = b.shape
+    cap = _WORKSPACE_BYTES // 4
     mb = m if m * r <= cap // 2 else max(1, cap // 2 // r)
-    run = (cap - mb * r) // (r * p + mb * p)  # images a run: each widened, and its product
+    run = min(images, (cap - mb * r) // (r * p + mb * p))  # images a run: each widened, and its product
     if run < 1:
         for i in range(images):
-            _mm2(a, b[i], out[i], cap)
+            _mm2(a, b[i], out[i])
         return
-    run = min(run, images)
-    scratch = torch.empty(run * mb * p, dtype=torch.float32)
     for m0 in range(0, m, mb):
         m1 = min(m, m0 + mb)
-        aw = a[m0:m1].float()
         for i0 in range(0, images, run):
             i1 = min(images, i0 + run)
-            prod = scratch[: (i1 - i0) * (m1 - m0) * p].view(i1 - i0, m1 - m0, p)
-            torch.matmul(aw, b[i0:i1].float(), out=prod)
+            aw, xw, prod = _parts((m1 - m0, r), (i1 - i0, r, p), (i1 - i0, m1 - m0, p))
+            aw.copy_(a[m0:m1])  # again each run: the workspace holds one run at a time
+            xw.copy_(b[i0:i1])
+            torch.matmul(aw, xw, out=prod)
             out[i0:i1, m0:m1].copy_(prod)
 
 
-def _mm2(a: Tensor, b: Tensor, out: Tensor, cap: int) -> None:
+def _mm2(a: Tensor, b: Tensor, out: Tensor) -> None:
     m, r = a.shape
     n = b.shape[1]
     if out.numel() == 0:
@@ -75,31 +91,41 @@ def _mm2(a: Tensor, b: Tensor, out: Tensor, cap: int) -> None:
     if r == 0:
         out.zero_()
         return
+    cap = _WORKSPACE_BYTES // 4
     if r > max(m, n) and m * n <= cap // 2:  # the sum over the long side (grad_W: pixels), in blocks
         step = max(1, (cap - m * n) // (m + n))
-        acc = torch.zeros((m, n), dtype=torch.float32)
         for r0 in range(0, r, step):
-            acc.addmm_(a[:, r0 : r0 + step].float(), b[r0 : r0 + step].float())
+            r1 = min(r, r0 + step)
+            acc, aw, bw = _parts((m, n), (m, r1 - r0), (r1 - r0, n))
+            aw.copy_(a[:, r0:r1])
+            bw.copy_(b[r0:r1])
+            if r0:
+                acc.addmm_(aw, bw)
+            else:
+                torch.mm(aw, bw, out=acc)
         out.copy_(acc)
         return
     # the shorter of a's rows and b's columns whole while its widened copy takes at most half the
-    # budget, else in blocks of half of it (the outer loop: each widened once); the longer side in
-    # blocks of what is left
-    short, long_ = (n, m) if m >= n else (m, n)
-    sb = short if short * r <= cap // 2 else max(1, cap // 2 // r)
-    lb = max(1, (cap - sb * r) // (r + sb))
-    sb, lb = min(sb, short), min(lb, long_)
-    scratch = torch.empty(sb * lb, dtype=torch.float32)
+    # workspace, else in blocks of half of it (the outer loop); the longer side in blocks of the rest
+    wide = m >= n  # a's rows are the long side
+    short, long_ = (n, m) if wide else (m, n)
+    sb = min(short, short if short * r <= cap // 2 else max(1, cap // 2 // r))
+    lb = min(long_, max(1, (cap - sb * r) // (r + sb)))
     for s0 in range(0, short, sb):
         s1 = min(short, s0 + sb)
-        sw = b[:, s0:s1].float() if m >= n else a[s0:s1].float()
         for l0 in range(0, long_, lb):
             l1 = min(long_, l0 + lb)
-            if m >= n:  # a's rows are the long side
-                prod = scratch[: (l1 - l0) * (s1 - s0)].view(l1 - l0, s1 - s0)
-                torch.mm(a[l0:l1].float(), sw, out=prod)
+            if wide:
+                bw, aw, prod = _parts((r, s1 - s0), (l1 - l0, r), (l1 - l0, s1 - s0))
+                if l0 == 0:
+                    bw.copy_(b[:, s0:s1])  # stays where it is while the long side's blocks pass
+                aw.copy_(a[l0:l1])
+                torch.mm(aw, bw, out=prod)
                 out[l0:l1, s0:s1].copy_(prod)
             else:
-                prod = scratch[: (s1 - s0) * (l1 - l0)].view(s1 - s0, l1 - l0)
-                torch.mm(sw, b[:, l0:l1].float(), out=prod)
+                aw, bw, prod = _parts((s1 - s0, r), (r, l1 - l0), (s1 - s0, l1 - l0))
+                if l0 == 0:
+                    aw.copy_(a[s0:s1])
+                bw.copy_(b[:, l0:l1])
+                torch.mm(aw, bw, out=prod)
                 out[s0:s1, l0:l1].copy_(prod)
