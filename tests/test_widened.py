@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from onebyone.ops import passes, widened
+from onebyone.ops import joined, passes, widened, workspace
 
 
 def _reference(a, b):
@@ -29,8 +29,8 @@ def _reference(a, b):
 )
 # cap: float32 elements of the workspace
 def test_every_cut_of_a_product_gives_its_float32_sums(m, r, n, cap, dtype, monkeypatch):
-    monkeypatch.setattr(widened, "_WORKSPACE_BYTES", 4 * cap)
-    monkeypatch.setattr(widened, "_local", threading.local())
+    monkeypatch.setattr(workspace, "WORKSPACE_BYTES", 4 * cap)
+    monkeypatch.setattr(workspace, "_local", threading.local())
     gen = torch.Generator().manual_seed(m * 100 + n)
     a = torch.randn(m, r, generator=gen).to(dtype)
     b = torch.randn(r, n, generator=gen).to(dtype)
@@ -45,7 +45,8 @@ def test_images_of_a_batch_in_runs_or_one_by_one(cap, monkeypatch):
     a = torch.randn(40, 16, generator=gen).bfloat16()
     b = torch.randn(5, 16, 9, generator=gen).bfloat16()
     out = torch.full((5, 40, 9), float("nan"), dtype=torch.bfloat16)
-    monkeypatch.setattr(widened, "_WORKSPACE_BYTES", 4 * cap)
+    monkeypatch.setattr(workspace, "WORKSPACE_BYTES", 4 * cap)
+    monkeypatch.setattr(workspace, "_local", threading.local())
     widened._mm_widened(a, b, out)
     torch.testing.assert_close(out, _reference(a, b), atol=1e-2, rtol=1e-2)
     batched = torch.randn(5, 40, 9, generator=gen).bfloat16()  # grad_W's form: both batched
@@ -70,7 +71,32 @@ def test_the_workspace_is_kept_between_calls_and_sized_by_the_blocks():
     b = torch.randn(64, 1000).bfloat16()
     out = torch.empty(300, 1000, dtype=torch.bfloat16)
     widened._mm2(a, b, out)
-    ws = widened._local.ws
+    ws = workspace._local.ws
     widened._mm2(a, b, out)
-    assert widened._local.ws is ws and ws.numel() <= widened._WORKSPACE_BYTES // 4
+    assert workspace._local.ws is ws and ws.numel() <= workspace.floats()
     torch.testing.assert_close(out, _reference(a, b), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("cap", [10**6, 700, 10], ids=["one-run", "runs-of-two", "too-small"])
+def test_float32_images_joined_side_by_side_in_runs(cap, monkeypatch):
+    gen = torch.Generator().manual_seed(8)
+    a = torch.randn(12, 16, generator=gen)
+    b = torch.randn(5, 16, 9, generator=gen)
+    out = torch.full((5, 12, 9), float("nan"))
+    monkeypatch.setattr(workspace, "WORKSPACE_BYTES", 4 * cap)
+    monkeypatch.setattr(workspace, "_local", threading.local())
+    joined._mm_joined(a, b, out)
+    torch.testing.assert_close(out, (a.double() @ b.double()).float())
+    ws = getattr(workspace._local, "ws", None)
+    assert (ws is not None) == (cap != 10)  # too small for one image: PyTorch's batched product
+
+
+def test_joined_is_a_candidate_of_float32_nchw_batches_only():
+    x = torch.randn(2, 8, 5, 5)
+    w = torch.randn(4, 8)
+    assert "joined" in passes.forward_candidates(x, w, (1, 1), 1, False)
+    assert "joined" in passes.grad_input_candidates(x, w, (1, 1), False)
+    assert "joined" not in passes.forward_candidates(x[:1], w, (1, 1), 1, False)  # one image: one GEMM
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    assert "joined" not in passes.forward_candidates(xcl, w, (1, 1), 1, True)
+    assert "joined" not in passes.forward_candidates(x.bfloat16(), w.bfloat16(), (1, 1), 1, False)

@@ -6,7 +6,8 @@ budget): PyTorch's BLAS on views ("torch"; for NCHW batches also one image at a 
 in their natural form ("native") and, for NCHW images, turned around on the channels_last kernel
 ("native_turned"), bfloat16 on onebyone's AMX kernel ("amx", and for channels_last
 "amx_turned"; see amx.py), float16 / bfloat16 widened to float32 block by block on PyTorch's
-float32 BLAS ("widened"; see widened.py), NumPy's BLAS when forced ("numpy"). choice.decide picks
+float32 BLAS ("widened"; see widened.py), float32 NCHW images joined side by side into one GEMM a
+run ("joined"; see joined.py), NumPy's BLAS when forced ("numpy"). choice.decide picks
 among them.
 """
 
@@ -30,6 +31,7 @@ from .gemm import (
     _mm_torch,
     _mm_torch_images,
 )
+from .joined import _mm_joined, joined_ok
 from .native import (
     _forward_native,
     _grad_input_native,
@@ -45,7 +47,8 @@ from .views import _format
 from .widened import _mm_widened, widened_ok
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
-_BLAS = {"torch": _mm_torch, "torch_images": _mm_torch_images, "numpy": _mm_numpy, "widened": _mm_widened}
+_BLAS = {"torch": _mm_torch, "torch_images": _mm_torch_images, "numpy": _mm_numpy, "widened": _mm_widened,
+         "joined": _mm_joined}
 
 
 def _images(x: Tensor, channels_last: bool) -> list[str]:
@@ -63,9 +66,13 @@ def _widened(x: Tensor) -> list[str]:
     return ["widened"] * widened_ok(x)
 
 
+def _joined(x: Tensor, channels_last: bool) -> list[str]:
+    return ["joined"] * joined_ok(x, channels_last)
+
+
 def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
                        ) -> list[str]:
-    names = ["torch", *_images(x, channels_last), *_numpy(x), *_widened(x)]
+    names = ["torch", *_images(x, channels_last), *_joined(x, channels_last), *_numpy(x), *_widened(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
@@ -84,7 +91,7 @@ def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: in
 
 
 def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
-    names = ["torch", *_images(x, channels_last), *_numpy(x), *_widened(x)]
+    names = ["torch", *_images(x, channels_last), *_joined(x, channels_last), *_numpy(x), *_widened(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
