@@ -100,3 +100,16 @@ def test_joined_is_a_candidate_of_float32_nchw_batches_only():
     xcl = x.contiguous(memory_format=torch.channels_last)
     assert "joined" not in passes.forward_candidates(xcl, w, (1, 1), 1, True)
     assert "joined" not in passes.forward_candidates(x.bfloat16(), w.bfloat16(), (1, 1), 1, False)
+
+
+@pytest.mark.parametrize("cap", [10**6, 1500, 10], ids=["one-run", "runs", "too-small"])
+def test_grad_weight_of_joined_images_sums_every_run(cap, monkeypatch):
+    gen = torch.Generator().manual_seed(9)
+    grad = torch.randn(5, 6, 3, 4, generator=gen)
+    x = torch.randn(5, 8, 3, 4, generator=gen)
+    monkeypatch.setattr(workspace, "WORKSPACE_BYTES", 4 * cap)
+    monkeypatch.setattr(workspace, "_local", threading.local())
+    got = joined._grad_weight_joined(grad, x, 2)  # two groups: 3 x 4 blocks of grad_W
+    want = torch.einsum("nkp,ncp->kc", grad.double().view(5, 6, 12), x.double().view(5, 8, 12))
+    want = torch.cat([want[:3, :4], want[3:, 4:]])
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)

@@ -199,7 +199,8 @@ def decide(
     entry = CACHE.load().get(text)
     if entry is not None and entry["choice"] in names:
         _timings[key] = dict(entry.get("calls") or entry.get("seconds") or {})
-        pending = [n for n in entry.get("contenders") or () if n in names and trial]
+        listed = entry.get("contenders")
+        pending = [n for n in listed if n in names and trial] if isinstance(listed, list) else []
         if len(pending) > 1:  # timed by an earlier process that ended before its trial did
             sample = {"images": entry.get("images", 0), "rows": entry.get("rows", 0)}
             _trials[key] = _OnTrial(names, pending, dict(entry.get("seconds") or {}), sample)
@@ -241,8 +242,8 @@ def timed(name: Trial, run: Callable[..., R], *args: Any) -> R:
 
 
 def _observe(key: Key, name: str, seconds: float) -> None:
-    """Count one whole call; after each round, drop the contenders beyond _CONTEND of the best so
-    far, and settle the key once one is left or each ran _TRIAL_CALLS calls."""
+    """Count one whole call; after each round from the second, drop the contenders beyond _CONTEND
+    of the best so far, and settle the key once one is left or each ran _TRIAL_CALLS calls."""
     with _lock:
         trial = _trials.get(key)
         if trial is None or name not in trial.calls:  # settled meanwhile, or cleared
@@ -253,8 +254,10 @@ def _observe(key: Key, name: str, seconds: float) -> None:
             return
         medians = {n: statistics.median(v) for n, v in trial.calls.items()}
         best = min(medians.values())
-        trial.calls = {n: v for n, v in trial.calls.items() if medians[n] <= _CONTEND * best}
-        if len(trial.calls) > 1 and counts.pop() < _TRIAL_CALLS:
+        done = counts.pop()
+        if done > 1:  # a first whole call may still pay a first use (a workspace faulting in)
+            trial.calls = {n: v for n, v in trial.calls.items() if medians[n] <= _CONTEND * best}
+        if len(trial.calls) > 1 and done < _TRIAL_CALLS:
             return
         del _trials[key]
     chosen = next(n for n in trial.order if n in trial.calls and medians[n] <= _TIE * best)

@@ -4,8 +4,9 @@ images, W @ [X[i0] ... X[i1]] (R x run*P), in the workspace (workspace.py).
 PyTorch's batched product runs one small GEMM an image: on 7 x 7 images, P = 49 columns, where
 MKL runs far from its peak (NCHW 2048x7x7->512 at batch 32: 28.3 ms batched, 20.5 ms in joined runs
 of 8 images, on the Zen 3 VM). The joining copies the run's images into the workspace and the
-run's product out of it; float16 / bfloat16 are widened to float32 on the way (widened.py). A
-candidate of its own for float32 ("joined", passes.py): timed, so it runs only where it wins.
+run's product out of it; float16 / bfloat16 are widened to float32 on the way (widened.py).
+grad_W joins dY's and X's images alike, and sums one product a run. A candidate of its own for
+float32 ("joined", passes.py): timed, so it runs only where it wins.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 from torch import Tensor
 
 from . import workspace
-from .gemm import _mm_torch
+from .gemm import _grad_weight_gemm, _mm_torch
+from .pool import _new_output
 
 
 def joined_ok(x: Tensor, channels_last: bool) -> bool:
@@ -53,3 +55,30 @@ def _joined(a: Tensor, b: Tensor, out: Tensor) -> bool:
             torch.mm(aw[0] if aw else a[m0:m1], xw.view(r, -1), out=prod.view(m1 - m0, -1))
             out[i0:i1, m0:m1].copy_(prod.transpose(0, 1))
     return True
+
+
+def _grad_weight_joined(grad: Tensor, x: Tensor, groups: int) -> Tensor:
+    """grad_W = sum over images of dY[i] @ X[i]^T at stride 1, as [dY[i0] ... dY[i1]] @ [X[i0] ...
+    X[i1]]^T a run: one GEMM a run and group, summed into grad_W (the sum runs over run*P pixels,
+    not P)."""
+    n, k, ho, wo = grad.shape
+    c, p = x.shape[1], ho * wo
+    cg, kg = c // groups, k // groups
+    run = min(n, workspace.floats() // ((k + c) * p)) if p else 0
+    if run < 1:  # an image too large for the workspace: image by image
+        return _grad_weight_gemm(_mm_torch, grad, x, (1, 1), groups, False)
+    gw = _new_output((k, cg), grad, False)
+    g3, x3 = grad.view(n, k, p), x.view(n, c, p)
+    for i0 in range(0, n, run):
+        i1 = min(n, i0 + run)
+        gj, xj = workspace.parts((k, i1 - i0, p), (c, i1 - i0, p))
+        gj.copy_(g3[i0:i1].transpose(0, 1))
+        xj.copy_(x3[i0:i1].transpose(0, 1))
+        gm, xm = gj.view(k, -1), xj.view(c, -1)
+        for g in range(groups):
+            a, b, out = gm[g * kg : (g + 1) * kg], xm[g * cg : (g + 1) * cg], gw[g * kg : (g + 1) * kg]
+            if i0 == 0:
+                torch.mm(a, b.t(), out=out)
+            else:
+                out.addmm_(a, b.t())
+    return gw

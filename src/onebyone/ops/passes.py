@@ -31,7 +31,7 @@ from .gemm import (
     _mm_torch,
     _mm_torch_images,
 )
-from .joined import _mm_joined, joined_ok
+from .joined import _grad_weight_joined, _mm_joined, joined_ok
 from .native import (
     _forward_native,
     _grad_input_native,
@@ -107,6 +107,8 @@ def grad_weight_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channe
     names = ["torch", *_images(x, channels_last), *_numpy(x), *_widened(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
+    if stride == (1, 1):
+        names += _joined(x, channels_last)
     if _native_dtype_ok(x) and (channels_last or stride == (1, 1)):
         names.append("native")
     if _amx_ok(x) and stride == (1, 1):
@@ -224,6 +226,8 @@ def _grad_weight_on(
         return choice.timed(name, _grad_weight_on, grad, x, w, stride, groups, channels_last)
     if name == "onednn":
         return _onednn_backward(grad, x, w, stride, groups, 1)
+    if name == "joined":  # NCHW at stride 1
+        return _grad_weight_joined(grad, x, groups)
     if name == "amx":  # stride 1
         return _grad_weight_amx_cl(grad, x, groups) if channels_last else _grad_weight_amx(grad, x, groups)
     if name == "native" and channels_last:

@@ -27,8 +27,9 @@ def parts(*shapes: tuple[int, ...]) -> list[Tensor]:
     """Float32 views of the workspace, one a shape, side by side (it grows if they need more)."""
     sizes = [math.prod(s) for s in shapes]
     ws: Tensor | None = getattr(_local, "ws", None)
-    if ws is None or ws.numel() < sum(sizes):
-        ws = _local.ws = torch.empty(sum(sizes), dtype=torch.float32)
+    if ws is None or ws.numel() < sum(sizes):  # whole at once: a timing slice's smaller blocks
+        # must not leave the first whole call a larger one to allocate and fault in
+        ws = _local.ws = torch.empty(max(sum(sizes), floats()), dtype=torch.float32)
     out, at = [], 0
     for shape, size in zip(shapes, sizes, strict=True):
         out.append(ws[at : at + size].view(shape))
