@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -597,9 +599,11 @@ def test_native_kernels_at_their_edges(native, n, c, k, h, w, activation, layout
     ("n", "c", "k", "h", "w", "stride"),
     [(4, 64, 40, 30, 30, 2), (1, 64, 24, 64, 64, (2, 3))],  # whole images a block; rows of one image
 )
-def test_native_strided_channels_last_gradients_over_many_blocks(native, n, c, k, h, w, stride):
-    # the kept pixels are gathered a block at a time (1/12 of the input) and each block's weight
-    # gradient is added in place by the kernel: here 4 blocks each way
+def test_native_strided_channels_last_gradients_over_many_blocks(native, n, c, k, h, w, stride, monkeypatch):
+    # the kept pixels are gathered a block at a time (into a workspace, here of 1/12 of the input)
+    # and each block's weight gradient is added in place by the kernel: here 4 blocks each way
+    monkeypatch.setattr(ops.workspace, "WORKSPACE_BYTES", n * c * h * w * 4 // 12)
+    monkeypatch.setattr(ops.workspace, "_local", threading.local())
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
     _, blocks = ops.views._blocks(torch.empty(n, c, h, w), n, -(-h // sh), c * -(-w // sw))
     assert len(blocks) >= 3

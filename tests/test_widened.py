@@ -73,7 +73,7 @@ def test_the_workspace_is_kept_between_calls_and_sized_by_the_blocks():
     widened._mm2(a, b, out)
     ws = workspace._local.ws
     widened._mm2(a, b, out)
-    assert workspace._local.ws is ws and ws.numel() <= workspace.floats()
+    assert workspace._local.ws is ws and ws.numel() == workspace.WORKSPACE_BYTES  # bytes, allocated whole
     torch.testing.assert_close(out, _reference(a, b), atol=1e-2, rtol=1e-2)
 
 
@@ -113,3 +113,14 @@ def test_grad_weight_of_joined_images_sums_every_run(cap, monkeypatch):
     want = torch.einsum("nkp,ncp->kc", grad.double().view(5, 6, 12), x.double().view(5, 8, 12))
     want = torch.cat([want[:3, :4], want[3:, 4:]])
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_strided_input_is_gathered_in_a_workspace_kept_between_calls():
+    x = torch.randn(2, 16, 9, 9)
+    w = torch.randn(8, 16)
+    want = passes._forward_on("torch", x[:, :, ::2, ::2].contiguous(), w, None, (1, 1), 1, None, False)
+    got = passes._forward_on("torch", x, w, None, (2, 2), 1, None, False)
+    buf = workspace._local.gather
+    torch.testing.assert_close(passes._forward_on("torch", x, w, None, (2, 2), 1, None, False), want)
+    assert workspace._local.gather is buf
+    torch.testing.assert_close(got, want)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import workspace
 from .pool import MIN_BYTES, _new_output
 from .views import _PACK_SHARE, _block_rows, _blocks, _matrix, _pack, _split, _strided
 
@@ -133,7 +134,7 @@ def _forward_gemm(
         product(_matrix(x, channels_last), ym)  # the input as it lies in memory: no copy
         return y
     rows, blocks = _blocks(x, n, ho, c * wo)
-    buf = x.new_empty(rows * wo * c)
+    buf = workspace.gathered(rows * wo * c, x.dtype)
     for blk in blocks:
         product(_pack(x, buf, blk, stride, wo, channels_last), _block_rows(ym, blk, ho, wo, channels_last))
     return y
@@ -189,7 +190,7 @@ def _grad_input_gemm(
         product(gm, _matrix(gx, channels_last))
         return gx
     rows, blocks = _blocks(gx, n, ho, c * wo)
-    buf = gx.new_empty(rows * wo * c)
+    buf = workspace.gathered(rows * wo * c, gx.dtype)
     for blk in blocks:
         i0, i1, r0, r1 = blk
         nb, nr = i1 - i0, r1 - r0
@@ -281,7 +282,7 @@ def _grad_weight_gemm(
         accumulate(gm, _matrix(x, channels_last))
     else:
         rows, blocks = _blocks(x, n, ho, c * wo)
-        buf = x.new_empty(rows * wo * c)
+        buf = workspace.gathered(rows * wo * c, x.dtype)
         for blk in blocks:
             accumulate(
                 _block_rows(gm, blk, ho, wo, channels_last), _pack(x, buf, blk, stride, wo, channels_last)

@@ -13,6 +13,7 @@ import os
 import torch
 from torch import Tensor
 
+from . import workspace
 from .checks import ACTIVATIONS
 from .gemm import _finished, _forward_gemm, _mm_torch
 from .onednn import _ONEDNN_WEIGHT_SHARE
@@ -192,7 +193,7 @@ def _grad_weight_native_cl(grad: Tensor, x: Tensor, stride: tuple[int, int], gro
     rows, blocks = _blocks(x, n, ho, c * wo)
     if not blocks:  # an empty batch
         return gw.zero_()
-    buf = x.new_empty(rows * wo * c)
+    buf = workspace.gathered(rows * wo * c, x.dtype)
     for i, blk in enumerate(blocks):
         xb = _pack(x, buf, blk, stride, wo, True)  # pixels x C
         add(_block_rows(gm, blk, ho, wo, True).data_ptr(), xb.data_ptr(), c, xb.shape[0], int(i > 0))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import workspace
+
 
 def _format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
@@ -36,12 +38,13 @@ def _matrix(t: Tensor, channels_last: bool) -> Tensor:
 
 # With stride > 1 the kept pixels are no longer evenly spaced in memory (NCHW) or not one
 # matrix (channels_last), so a GEMM cannot read them in place. They are gathered block by
-# block (whole images when they fit, else a few output rows of one image) into a buffer of at
-# most 1/12 of the input and at most 2 MiB: the subsampled input is never copied whole.
-# (A bigger buffer makes bigger, faster GEMMs on a single image: 1.34 ms at 1/16, 1.24 ms at
-# 1/11 and 1.12 ms at 1/4 for ResNet-50's 256x56x56 -> 512 stride-2 shortcut; 1/12 keeps the
-# buffer under the 10% extra memory the op allows itself.)
+# block (whole images when they fit, else a few output rows of one image) into a workspace kept
+# between calls (workspace.py): the subsampled input is never copied whole, and a call allocates
+# nothing for it. (A bigger buffer makes bigger, faster GEMMs on a single image: 1.34 ms at 1/16
+# of the input, 1.24 ms at 1/11 and 1.12 ms at 1/4 for ResNet-50's 256x56x56 -> 512 stride-2
+# shortcut, where a buffer of 1/12 of the input once kept the op's extra memory under 10%.)
 
+# grad_W's per-image products (gemm.py) land in a scratch of at most 1/12 of the input
 _PACK_SHARE = 12
 
 Block = tuple[int, int, int, int]  # images i0:i1, output rows r0:r1
@@ -50,7 +53,7 @@ Block = tuple[int, int, int, int]  # images i0:i1, output rows r0:r1
 def _blocks(x: Tensor, n: int, ho: int, row_elems: int) -> tuple[int, list[Block]]:
     """The buffer's size in output rows, and the blocks that fill it in turn."""
     row = row_elems * x.element_size()
-    budget = max(row, min(2 * 2**20, x.numel() * x.element_size() // _PACK_SHARE))
+    budget = max(row, workspace.WORKSPACE_BYTES)
     if ho * row <= budget:  # whole images, as many as fit
         step = budget // (ho * row)
         return step * ho, [(i, min(n, i + step), 0, ho) for i in range(0, n, step)]

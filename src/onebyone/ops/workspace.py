@@ -1,7 +1,7 @@
-"""A float32 workspace a thread, of fixed size, kept between calls (as BLAS keeps its buffers):
-where the widened and joined products (widened.py, joined.py) put their blocks, so that a call
-allocates nothing of its operands' size, and a block's size does not shrink with the slice a
-choice is timed on."""
+"""Workspaces a thread, of fixed size, kept between calls (as BLAS keeps its buffers): float32
+blocks of the widened and joined products (widened.py, joined.py), and the kept pixels of a
+strided input gathered block by block (views.py). A call allocates nothing of its operands' size
+for them, and a block's size does not shrink with the slice a choice is timed on."""
 
 from __future__ import annotations
 
@@ -19,19 +19,33 @@ _local = threading.local()
 
 
 def floats() -> int:
-    """The workspace's size in float32 elements: what the blocks of one product may take together."""
+    """The product workspace's size in float32 elements: what one product's blocks take together."""
     return WORKSPACE_BYTES // 4
 
 
+def _buffer(name: str, nbytes: int) -> Tensor:
+    """This thread's workspace ``name``, at least nbytes, allocated whole on first use (a timing
+    slice's smaller blocks must not leave the first whole call a larger one to fault in)."""
+    ws: Tensor | None = getattr(_local, name, None)
+    if ws is None or ws.numel() < nbytes:
+        ws = torch.empty(-(-max(nbytes, WORKSPACE_BYTES) // 8) * 8, dtype=torch.uint8)  # any dtype's view
+        setattr(_local, name, ws)
+    return ws
+
+
 def parts(*shapes: tuple[int, ...]) -> list[Tensor]:
-    """Float32 views of the workspace, one a shape, side by side (it grows if they need more)."""
+    """Float32 views of the product workspace, one a shape, side by side."""
     sizes = [math.prod(s) for s in shapes]
-    ws: Tensor | None = getattr(_local, "ws", None)
-    if ws is None or ws.numel() < sum(sizes):  # whole at once: a timing slice's smaller blocks
-        # must not leave the first whole call a larger one to allocate and fault in
-        ws = _local.ws = torch.empty(max(sum(sizes), floats()), dtype=torch.float32)
+    ws = _buffer("ws", 4 * sum(sizes)).view(torch.float32)
     out, at = [], 0
     for shape, size in zip(shapes, sizes, strict=True):
         out.append(ws[at : at + size].view(shape))
         at += size
     return out
+
+
+def gathered(elems: int, dtype: torch.dtype) -> Tensor:
+    """A flat buffer of elems values of dtype for a strided input's gathered pixels (a workspace of
+    its own: the product that reads them may use the product workspace)."""
+    size = torch.empty((), dtype=dtype).element_size()
+    return _buffer("gather", elems * size).view(dtype)[:elems]
