@@ -35,8 +35,9 @@ TIMING_BUDGET = 0.05
 _TIE = 1.02
 _MAX_ROUNDS = 9
 # A slice sits in the cache from round to round where the whole call streams from memory, so it can
-# rank close candidates unlike the call (three libraries tied on 8 images of 528x14x14->256 where
-# F.conv2d ran the 32 images 1.2x faster than the pick, BENCHMARKS.md): candidates within _CONTEND
+# rank close candidates unlike the call (on the Zen 3, three libraries tied on 8 images of
+# 528x14x14->256 channels_last, where oneDNN ran the 32 images 1.2x faster than the tie's pick,
+# BENCHMARKS.md): candidates within _CONTEND
 # of the fastest slice, the best _MAX_CONTENDERS of them, then run _TRIAL_CALLS whole calls each.
 _CONTEND = 1.5
 _MAX_CONTENDERS = 3

@@ -62,17 +62,17 @@ def _numpy(t: Tensor) -> list[str]:
     return ["numpy"] * (choice._policy == "numpy" and t.is_cpu and t.dtype in _NUMPY_DTYPES)
 
 
-def _widened(x: Tensor) -> list[str]:
+def _if_widened(x: Tensor) -> list[str]:
     return ["widened"] * widened_ok(x)
 
 
-def _joined(x: Tensor, channels_last: bool) -> list[str]:
+def _if_joined(x: Tensor, channels_last: bool) -> list[str]:
     return ["joined"] * joined_ok(x, channels_last)
 
 
 def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
                        ) -> list[str]:
-    names = ["torch", *_images(x, channels_last), *_joined(x, channels_last), *_numpy(x), *_widened(x)]
+    names = ["torch", *_images(x, channels_last), *_if_joined(x, channels_last), *_numpy(x), *_if_widened(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
@@ -91,7 +91,7 @@ def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: in
 
 
 def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
-    names = ["torch", *_images(x, channels_last), *_joined(x, channels_last), *_numpy(x), *_widened(x)]
+    names = ["torch", *_images(x, channels_last), *_if_joined(x, channels_last), *_numpy(x), *_if_widened(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if _native_dtype_ok(x):
@@ -104,11 +104,11 @@ def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channel
 
 
 def grad_weight_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
-    names = ["torch", *_images(x, channels_last), *_numpy(x), *_widened(x)]
+    names = ["torch", *_images(x, channels_last), *_numpy(x), *_if_widened(x)]
     if _onednn_ok(x, w, channels_last):
         names.append("onednn")
     if stride == (1, 1):
-        names += _joined(x, channels_last)
+        names += _if_joined(x, channels_last)
     if _native_dtype_ok(x) and (channels_last or stride == (1, 1)):
         names.append("native")
     if _amx_ok(x) and stride == (1, 1):

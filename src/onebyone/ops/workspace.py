@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 # Blocks of this size stay in the last-level caches of the machines seen (16 MiB and more) and
-# are large enough for full-speed GEMMs: 2 MiB ran NCHW 2048x7x7->512 at batch 32 in runs of 4
-# images at 24.9 ms, 4 MiB in runs of 8 at 20.5 ms, the batched product 28.3 (BENCHMARKS.md)
+# are large enough for full-speed GEMMs: on the Zen 3, 2 MiB ran NCHW 2048x7x7->512 at batch 32 in
+# runs of 4 images at 24.9 ms, 4 MiB in runs of 8 at 20.5 ms, the batched product 28.3 (BENCHMARKS.md)
 WORKSPACE_BYTES = 4 * 2**20
 _local = threading.local()
 
