@@ -482,8 +482,11 @@ def libraries(shape: Shape, mode: str, layout: str) -> str:
         return forward
     both = (chosen("grad_input"), chosen("grad_weight")) == ("onednn", "onednn")
     if chosen("backward") == "onednn" or both:
-        return f"{forward} / onednn (both)"
-    return " / ".join([forward, chosen("grad_input") or "torch", chosen("grad_weight") or "torch"])
+        passes = f"{forward} / onednn (both)"
+    else:
+        passes = " / ".join([forward, chosen("grad_input") or "torch", chosen("grad_weight") or "torch"])
+    whole = chosen("step")  # the whole step on PyTorch's own ops (ops/step.py)
+    return passes if whole in (None, "op") else f"step on {whole}"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -27,6 +27,20 @@ def own_cache_folder(tmp_path_factory):
         os.environ["XDG_CACHE_HOME"] = before
 
 
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty cache folder of this test's own, nothing remembered in the process, auto policy."""
+    from onebyone.ops import cache, clear_choices
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache.CACHE, "warned", False)
+    before = set_backend("auto")
+    clear_choices()
+    yield tmp_path / "cache"
+    clear_choices()
+    set_backend(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread_torch_kernels():
     """One thread and conv1x1 on PyTorch's kernels for a module's tests, restored after.

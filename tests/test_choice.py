@@ -25,18 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 1e-4), torch.bfloat16: (0.05, 0.02)}
 
 
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    """An empty cache folder of this test's own, nothing remembered in the process, auto policy."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(cache.CACHE, "warned", False)
-    before = ops.set_backend("auto")
-    ops.clear_choices()
-    yield tmp_path / "cache"
-    ops.clear_choices()
-    ops.set_backend(before)
-
-
 # ------------------------------------------------------------------ every candidate is right
 
 

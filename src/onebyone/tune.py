@@ -117,10 +117,14 @@ def tune(
     policy = ops.set_backend("auto")
     try:
         torch.set_num_threads(threads or threads_before)
-        # again while a pass is on trial (its close candidates tried on whole calls, ops/choice.py)
-        for step in range(1 + choice._TRIAL_CALLS * choice._MAX_CONTENDERS):
+        # again while a pass is on trial (its close candidates tried on whole calls, ops/choice.py),
+        # and in training once more after: a step's choice waits until its passes settle (ops/step.py)
+        settled = 0
+        for step in range(2 + choice._TRIAL_CALLS * choice._MAX_CONTENDERS):
             if step and not choice._trials:
-                break
+                settled += 1
+                if settled > train:
+                    break
             with torch.set_grad_enabled(train):
                 out = net(x)
                 if train:
@@ -148,7 +152,8 @@ def _report(model: str, batch: int, input_size: tuple[int, int, int], dtype: tor
                         "channels_last" if channels_last else "nchw", train, ops.choices_path())
     chosen, timings = ops.chosen_backends(), ops.choice_timings()
     for layer, shape, m, layer_cl in seen:
-        passes = ["forward"] + (["grad_input", "grad_weight", "backward"] if train else [])
+        training = ["grad_input", "grad_weight", "backward", "step", "step_weight"]
+        passes = ["forward"] + (training if train else [])
         stride = _pair(m.stride, "stride")
         for pass_ in passes:
             key = choice_key(pass_, layer_cl, shape, m.out_channels, stride, m.groups, dtype)

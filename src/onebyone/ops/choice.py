@@ -51,7 +51,10 @@ _samples: dict[Key, dict[str, Any]] = {}  # what each timing in this process ran
 # Inference calls already seen, by their arguments' signature (operator.py): the library and the
 # checked arguments, so a repeated call skips the checks and the key (small layers feel every
 # microsecond). Cleared with _choices.
-_plans: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_plans: dict[tuple[Any, ...], Any] = {}
+# Training calls whose whole step was too long to time, by their tensors' shapes, and how many of
+# their calls said so (ops/step.py)
+_gated: dict[tuple[Any, ...], int] = {}
 _lock = threading.Lock()
 R = TypeVar("R")
 
@@ -99,6 +102,7 @@ def set_backend(name: str = "auto") -> str:
         before, _policy = _policy, name
         _choices.clear()
         _plans.clear()
+        _gated.clear()
         _trials.clear()
     return before
 
@@ -127,6 +131,7 @@ def clear_choices(*, disk: bool = False) -> None:
     with _lock:
         _choices.clear()
         _plans.clear()
+        _gated.clear()
         _timings.clear()
         _samples.clear()
         _trials.clear()
@@ -137,7 +142,8 @@ def clear_choices(*, disk: bool = False) -> None:
 def pin_choices(choices: Mapping[Any, str]) -> None:
     """Use these choices (key -> library, as :func:`chosen_backends` gives them, or their text
     form 'forward|nchw|...') without timing; a pin whose library does not apply is ignored."""
-    names = set(BACKENDS[2:]) | {"native_turned", "amx_turned", "torch_images", "widened", "joined", "passes"}
+    names = set(BACKENDS[2:]) | {"native_turned", "amx_turned", "torch_images", "widened", "joined", "passes",
+                                   "op", "aten", "conv2d"}
     for key, name in choices.items():
         if name not in names:
             raise ValueError(f"pin {key!r}: library must be one of {sorted(names)}, got {name!r}")
@@ -145,6 +151,7 @@ def pin_choices(choices: Mapping[Any, str]) -> None:
         _pins.update({k if isinstance(k, str) else key_text(k): v for k, v in choices.items()})
         _choices.clear()
         _plans.clear()
+        _gated.clear()
         _trials.clear()
 
 
@@ -162,6 +169,20 @@ def _untimed(names: Sequence[str]) -> str:
     if _policy == "fixed":
         return next((n for n in ("native", "passes") if n in names), names[0])
     return names[0]
+
+
+def untimed(key: Key) -> str | None:
+    """What :func:`decide` gives this key without timing it (chosen, pinned, on disk, or a
+    policy's), or None where it would time the key now."""
+    text = key_text(key)
+    if key in _choices or key in _trials:
+        return _choices.get(key, "on trial")
+    if text in _pins:
+        return _pins[text]
+    if _policy != "auto":
+        return _policy
+    entry = CACHE.load().get(text)
+    return None if entry is None else str(entry["choice"])
 
 
 def decide(

@@ -4,13 +4,14 @@ eager mode."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import Parameter
 
-from . import choice
+from . import choice, step
 from .checks import _check, _is_channels_last, _pair
 from .library import _as_convolution, conv1x1_op
 from .passes import _activation_grad, _contiguous, _forward_library, _forward_on, backward
@@ -163,13 +164,14 @@ def _eager(
     sig = _signature(x, weight, bias, stride, groups, activation)
     plan = None if sig is None else choice._plans.get(sig)
     if sig is not None and plan is not None:  # a call seen before: checked then, its layout known
-        name, stride_pair, channels_last = plan
-        if needs_grad:  # the backward's libraries are remembered under ("backward", sig, ...)
-            w = weight.detach()
-            w = w.view(w.shape[0], -1) if w.dim() == 4 else w
-            y: Tensor = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation,
-                                               channels_last, name, sig)
-            return y
+        name, stride_pair, channels_last, steps = plan
+        if needs_grad:
+            library = steps[2 * x.requires_grad + weight.requires_grad]
+            if library is not None and library != "op":  # the whole step on PyTorch's own ops
+                return step.aten_step(library, x, weight, bias, stride_pair, groups, activation, channels_last)
+            if library == "op":
+                return _function(x, weight, bias, stride_pair, groups, activation, channels_last, name, sig)
+            return _training(x, weight, bias, stride_pair, groups, activation, channels_last, name, sig, steps)
         # no gradient is wanted, so a view of the weight joins no graph: no detach (0.3 us)
         w = weight.view(weight.shape[0], -1) if weight.dim() == 4 else weight
         return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
@@ -185,11 +187,62 @@ def _eager(
     with torch.no_grad():  # a new key's timing runs the candidates: no graph of them
         name = _forward_library(x, w, bias, stride_pair, groups, activation, channels_last)
     if keep is not None and type(name) is str:  # not while the key is on trial (choice.Trial)
-        choice._plans[keep] = (name, stride_pair, channels_last)
+        # and, once decided, the library of a training call's whole step, by which gradients it wants
+        choice._plans[keep] = (name, stride_pair, channels_last, [None] * 4)
     if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
         return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
     y = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation, channels_last,
                                name, keep)
+    return y
+
+
+def _function(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    groups: int,
+    activation: str | None,
+    channels_last: bool,
+    name: str,
+    sig: tuple[Any, ...] | None,
+) -> Tensor:
+    """A training call on conv1x1's autograd function, its forward on library ``name``."""
+    w = weight.detach()
+    w = w.view(w.shape[0], -1) if w.dim() == 4 else w
+    y: Tensor = _Conv1x1Function.apply(x, weight, bias, w, stride, groups, activation, channels_last, name, sig)
+    return y
+
+
+def _training(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    groups: int,
+    activation: str | None,
+    channels_last: bool,
+    name: str,
+    sig: tuple[Any, ...],
+    steps: list[str | None],
+) -> Tensor:
+    """A training call seen before whose whole step is not decided yet: on the autograd function,
+    and once its passes have settled (the backward's libraries remembered under
+    ("backward", sig, ...)), the step timed on the function against PyTorch's own ops
+    (ops/step.py) and kept in ``steps``."""
+    want_x, want_w = x.requires_grad, weight.requires_grad
+
+    def op(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return _function(x, weight, bias, stride, groups, activation, channels_last, name, sig)
+
+    if ("backward", sig, want_x, want_w) not in choice._plans:
+        return op(x, weight, bias)  # the passes not yet settled
+    t0 = time.perf_counter()
+    y = op(x, weight, bias)
+    took = time.perf_counter() - t0
+    library = step.decide_step(op, took, x, weight, bias, stride, groups, activation, channels_last)
+    if library is not None:
+        steps[2 * want_x + want_w] = library
     return y
 
 
