@@ -52,7 +52,7 @@ _samples: dict[Key, dict[str, Any]] = {}  # what each timing in this process ran
 # checked arguments, so a repeated call skips the checks and the key (small layers feel every
 # microsecond). Cleared with _choices.
 _plans: dict[tuple[Any, ...], Any] = {}
-# Training calls whose whole step was too long to time, by their tensors' shapes, and how many of
+# Training calls whose whole step was too long to time, by their step key, and how many of
 # their calls said so (ops/step.py)
 _gated: dict[tuple[Any, ...], int] = {}
 _lock = threading.Lock()

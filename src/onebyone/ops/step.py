@@ -117,19 +117,23 @@ def decide_step(
     None: not decided yet (ask on a later call)."""
     want_x, want_w = x.requires_grad, weight.requires_grad
     names = step_candidates(x, weight, stride, groups, channels_last)
-    step_seconds = _STEP_PRODUCTS * forward_seconds
     if len(names) == 1:
         return "op"
-    if step_seconds * _MIN_SAMPLES * len(names) > choice.TIMING_BUDGET:
-        # the products are the step, and the function's Python a small share of it; but one slow
-        # forward (a page fault, the host busy elsewhere) must not decide it: asked again on the
-        # next calls, up to _GATES of them
-        where = (x.shape, x.dtype, channels_last, weight.shape, stride, groups)
-        gated = choice._gated
-        gated[where] = gated.get(where, 0) + 1
-        return "op" if gated[where] >= _GATES or len(gated) > 4096 else None
     key = choice_key(step_pass(want_x, want_w), channels_last, x.shape, weight.shape[0], stride, groups,
                      x.dtype)
+    known = choice.untimed(key) is not None  # pinned (a resumed run), cached, or a policy's
+    step_seconds = _STEP_PRODUCTS * forward_seconds
+    if not known and step_seconds * _MIN_SAMPLES * len(names) > choice.TIMING_BUDGET:
+        # the products are the step, and the function's Python a small share of it; but one slow
+        # forward (a page fault, the host busy elsewhere) must not decide it: asked again on the
+        # next calls, up to _GATES of them, then kept on the function as a choice of this process
+        # (so that a training run records it, and its resumption pins it)
+        gated = choice._gated
+        gated[key] = gated.get(key, 0) + 1
+        if gated[key] < _GATES and len(gated) <= 4096:
+            return None
+        choice._choices[key] = "op"
+        return "op"
     grads: list[Tensor] = []
     reps = 1
 
@@ -146,7 +150,7 @@ def decide_step(
                 grads.append(torch.ones_like(y, memory_format=_format(channels_last)))
             torch.autograd.grad(y, wanted, grads[0])
 
-    if choice.untimed(key) is None:
+    if not known:
         # one step on the op first: a backward's fixed costs (the engine, the calls into Python)
         # do not scale with the forward, and a sample of reps steps must leave room for them all
         t0 = time.perf_counter()
