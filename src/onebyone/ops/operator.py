@@ -164,17 +164,17 @@ def _eager(
     sig = _signature(x, weight, bias, stride, groups, activation)
     plan = None if sig is None else choice._plans.get(sig)
     if sig is not None and plan is not None:  # a call seen before: checked then, its layout known
-        name, stride_pair, channels_last, steps = plan
+        name, pair, channels_last, steps = plan
         if needs_grad:
             library = steps[2 * x.requires_grad + weight.requires_grad]
             if library is not None and library != "op":  # the whole step on PyTorch's own ops
-                return step.aten_step(library, x, weight, bias, stride_pair, groups, activation, channels_last)
+                return step.aten_step(library, x, weight, bias, pair, groups, activation, channels_last)
             if library == "op":
-                return _function(x, weight, bias, stride_pair, groups, activation, channels_last, name, sig)
-            return _training(x, weight, bias, stride_pair, groups, activation, channels_last, name, sig, steps)
+                return _function(x, weight, bias, pair, groups, activation, channels_last, name, sig)
+            return _training(x, weight, bias, pair, groups, activation, channels_last, name, sig, steps)
         # no gradient is wanted, so a view of the weight joins no graph: no detach (0.3 us)
         w = weight.view(weight.shape[0], -1) if weight.dim() == 4 else weight
-        return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
+        return _forward_on(name, x, w, bias, pair, groups, activation, channels_last)
     x, w, bias, stride_pair, groups, activation = _check(x, weight, bias, stride, groups, activation)
     channels_last = _is_channels_last(x)
     packed = x.is_contiguous(memory_format=_format(channels_last)) and weight.is_contiguous()
@@ -210,7 +210,8 @@ def _function(
     """A training call on conv1x1's autograd function, its forward on library ``name``."""
     w = weight.detach()
     w = w.view(w.shape[0], -1) if w.dim() == 4 else w
-    y: Tensor = _Conv1x1Function.apply(x, weight, bias, w, stride, groups, activation, channels_last, name, sig)
+    y: Tensor = _Conv1x1Function.apply(x, weight, bias, w, stride, groups, activation, channels_last, name,
+                                       sig)
     return y
 
 
