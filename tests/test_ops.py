@@ -1046,7 +1046,8 @@ def test_seen_training_calls_remember_their_libraries_and_stay_exact(channels_la
     inference call of the same signature afterwards still gets its own library. (The whole step
     kept on the op: PyTorch's own ops, where a step is timed faster on them, sum in another order;
     tests/test_step.py.)"""
-    from onebyone.ops import choice, step as whole_step
+    from onebyone.ops import choice
+    from onebyone.ops import step as whole_step
 
     monkeypatch.setattr(whole_step, "decide_step", lambda *a, **k: "op")
 
