@@ -1,11 +1,16 @@
 """What a new shape costs on its first call: with an empty cache (every pass timed), with a warm one
-(a second process reading the first one's choices), and with no choice at all ("fixed").
+(a second process reading the first one's choices), with those choices pinned and no cache, and
+with no choice at all ("fixed").
 
 Each case is a fresh process that runs one forward+backward of a 1x1 layer of the shape suite
 (benchmarks/conv1x1.py) several times and reports the first step's time over the median of the
 later ones. The "fixed" process pays the first-call costs that have nothing to do with the choice
-(thread pools, page faults, the kernels' first packing); the warm process's excess over it is what
-reading the cache costs, the cold one's what timing the candidates costs.
+(thread pools, page faults, the kernels' first packing); the cold one's excess over it is what
+timing the candidates costs. The cold process goes on after its timed steps until every trial on
+whole calls has settled (ops/choice.py), so the warm one reads final choices, not a trial to
+resume. The pinned process runs the warm cache's libraries with their own first calls (MKL's
+buffers, a workspace's first pages) but reads no cache: the warm process's excess over it is what
+reading the cache costs.
 
     python benchmarks/first_call.py [--shapes GLOB ...] [--runs 5] [--layout nchw|channels_last]
         [--dtype float32|bfloat16]
@@ -33,7 +38,10 @@ _CHILD = r"""
 import json, statistics, sys, time
 import torch, onebyone
 n, c, h, w, k, s, cl, dtype, policy = json.loads(sys.argv[1])
-onebyone.ops.set_backend(policy)
+if isinstance(policy, dict):  # the choices a warm cache holds, pinned: the same libraries, no cache
+    onebyone.ops.pin_choices(policy)
+else:
+    onebyone.ops.set_backend(policy)
 fmt = torch.channels_last if cl else torch.contiguous_format
 dt = getattr(torch, dtype)
 x = torch.randn(n, c, h, w).to(dt).contiguous(memory_format=fmt).requires_grad_()
@@ -44,6 +52,11 @@ for _ in range(6):
     t0 = time.perf_counter()
     onebyone.conv1x1(x, wt, stride=s).sum().backward()
     steps.append(time.perf_counter() - t0)
+# then on until every trial on whole calls has settled, so that the next process reads final choices
+for _ in range(30):
+    if not onebyone.ops.choice._trials:
+        break
+    onebyone.conv1x1(x, wt, stride=s).sum().backward()
 print(json.dumps({"first": steps[0], "later": statistics.median(steps[1:])}))
 """
 
@@ -54,6 +67,12 @@ def _once(args: list, cache: str) -> float:
                          text=True, check=True, timeout=600).stdout
     r = json.loads(out.strip().splitlines()[-1])
     return r["first"] - r["later"]
+
+
+def _choices(cache: str) -> dict[str, str]:
+    """The choices in a cache folder's file, as ``pin_choices`` takes them."""
+    files = list(Path(cache, "onebyone").glob("choices-*.json"))
+    return {k: v["choice"] for f in files for k, v in json.loads(f.read_text())["choices"].items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,18 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     cl = args.layout == "channels_last"
     print(f"first forward+backward over the later ones, ms, median of {args.runs} fresh processes "
           f"({args.layout}, {args.dtype})")
-    print("| shape | cold cache (timing) | warm cache | fixed (no choice) | warm - fixed |")
-    print("|---|---|---|---|---|")
+    print("| shape | cold cache (timing) | warm cache | pinned (no cache) | warm - pinned "
+          "| fixed (no choice) |")
+    print("|---|---|---|---|---|---|")
     for shape in shapes:
         spec = [shape.n, shape.c, shape.h, shape.w, shape.k, shape.stride, cl, args.dtype]
-        cold, warm, fixed = [], [], []
+        cold, warm, pinned, fixed = [], [], [], []
         for _ in range(args.runs):
-            with tempfile.TemporaryDirectory() as cache:
+            with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as empty:
                 cold.append(_once([*spec, "auto"], cache))
                 warm.append(_once([*spec, "auto"], cache))
-                fixed.append(_once([*spec, "fixed"], cache))
-        c, w, f = (statistics.median(v) * 1e3 for v in (cold, warm, fixed))
-        print(f"| {shape.name} | {c:.1f} | {w:.2f} | {f:.2f} | {w - f:+.2f} |", flush=True)
+                # the warm cache's libraries, their own first calls (MKL's, oneDNN's) included,
+                # without reading a cache: what the warm process pays beyond is the cache's cost
+                pinned.append(_once([*spec, _choices(cache)], empty))
+                fixed.append(_once([*spec, "fixed"], empty))
+        c, w, p, f = (statistics.median(v) * 1e3 for v in (cold, warm, pinned, fixed))
+        print(f"| {shape.name} | {c:.1f} | {w:.2f} | {p:.2f} | {w - p:+.2f} | {f:.2f} |", flush=True)
     return 0
 
 

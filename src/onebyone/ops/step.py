@@ -35,7 +35,7 @@ from .views import _format
 #: A training step's products, in forward products: the forward, grad_x and grad_W.
 _STEP_PRODUCTS = 3
 # a sample of every candidate in each of choice's rounds and its warm-up: a step of a few hundred
-# microseconds varies by a third from one call to the next, so a sample holds as many steps as
+# microseconds varied by a third from one call to the next on the Zen 3 VM, so a sample holds as many steps as
 # the budget allows, and below a warm-up and three rounds of one step each the step is not timed
 _SAMPLES = 2 + choice._MAX_ROUNDS
 _MIN_SAMPLES = 4
