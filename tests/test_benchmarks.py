@@ -28,13 +28,28 @@ def test_conv1x1_benchmark_runs_on_one_shape(tmp_path):
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["command"].startswith("python benchmarks/conv1x1.py")
     assert "seed/10x32x32->4/b1" in (tmp_path / "c.md").read_text() and "Summary" in out
-    # every row says which library each pass ran on: one name forward, three fwd+bwd
+    # every row says which library each pass ran on: one name forward, three fwd+bwd, or the
+    # library of a training call's whole step
     names = ("torch", "torch_images", "native", "native_turned", "onednn", "numpy")
     for row in report["results"]:
+        if row["conv1x1_on"].startswith("step on "):
+            assert row["mode"] != "forward" and row["conv1x1_on"][8:] in ("aten", "conv2d")
+            continue
         ran_on = row["conv1x1_on"].replace(" (both)", "").split(" / ")
         assert len(ran_on) == (1 if row["mode"] == "forward" else 3) or row["conv1x1_on"].endswith("(both)")
         assert all(name in names for name in ran_on)
     assert "| conv1x1 on |" in (tmp_path / "c.md").read_text()
+
+
+def test_first_call_compares_a_warm_cache_with_the_same_choices_pinned():
+    out = _run("benchmarks/first_call.py", "--shapes", "seed/10x32x32*", "--runs", "1")
+    header, _, row = (line for line in out.splitlines() if line.startswith("|"))
+    assert "warm - pinned" in header and "pinned (no cache)" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "seed/10x32x32->4/b1"
+    cold, warm, pinned, diff, fixed = map(float, cells[1:])
+    assert diff == pytest.approx(warm - pinned, abs=0.011)
+    assert min(cold, warm, pinned, fixed) > -50  # an excess over later steps, in ms
 
 
 def test_op_overhead_pairs_conv1x1_with_its_kernels():
