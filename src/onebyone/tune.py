@@ -38,7 +38,7 @@ class TuneRow:
     chosen: str
     runner_up: str | None
     speedup: float | None  # runner-up's time / the chosen one's
-    source: str  # "measured", "cache", "pinned" or "only candidate"
+    source: str  # "measured", "cache", "pinned", "only candidate" or "not timed" (a long training step)
 
 
 @dataclass
@@ -171,6 +171,9 @@ def _report(model: str, batch: int, input_size: tuple[int, int, int], dtype: tor
             runner = ranked[0][1] if ranked else None
             mine = seconds.get(chosen[key])
             speedup = ranked[0][0] / mine if ranked and mine else None
-            source = "cache" if key_text(key) in before else "pinned" if not seconds else "measured"
+            text = key_text(key)
+            # "not timed": a training step too long for the budget, kept on the op (ops/step.py)
+            source = ("cache" if text in before else "measured" if seconds
+                      else "pinned" if text in choice._pins else "not timed")
             report.rows.append(TuneRow(layer, pass_, desc, chosen[key], runner, speedup, source))
     return report

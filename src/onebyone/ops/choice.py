@@ -48,9 +48,10 @@ _choices: dict[Key, str] = {}
 _pins: dict[str, str] = {}
 _timings: dict[Key, dict[str, float]] = {}
 _samples: dict[Key, dict[str, Any]] = {}  # what each timing in this process ran on, and its seconds
-# Inference calls already seen, by their arguments' signature (operator.py): the library and the
-# checked arguments, so a repeated call skips the checks and the key (small layers feel every
-# microsecond). Cleared with _choices.
+# Calls already seen, by their arguments' signature (operator.py): the forward's library, the
+# checked arguments and, per wanted gradients, the library of a training call's whole step, so a
+# repeated call skips the checks and the key (small layers feel every microsecond); the backward's
+# libraries under ("backward", signature, want_x, want_w). Cleared with _choices.
 _plans: dict[tuple[Any, ...], Any] = {}
 # Training calls whose whole step was too long to time, by their step key, and how many of
 # their calls said so (ops/step.py)
