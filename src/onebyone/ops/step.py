@@ -45,7 +45,9 @@ _GATES = 3
 def step_pass(want_x: bool, want_w: bool) -> str:
     """The pass name a step's choice is kept under: which gradients the step computes changes it
     (a first layer's input wants none)."""
-    return "step" if want_x and want_w else "step_weight" if want_w else "step_input"
+    if want_x and want_w:
+        return "step"
+    return "step_weight" if want_w else "step_input" if want_x else "step_bias"
 
 
 def step_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, channels_last: bool
