@@ -90,7 +90,7 @@ def test_every_candidate_of_every_pass_gives_the_definition(case, dtype):
         _close(passes._grad_input_on(name, g, x, wt, stride, groups, cl), gx, dtype)
     for name in passes.grad_weight_candidates(x, wt, stride, cl):
         _close(passes._grad_weight_on(name, g, x, wt, stride, groups, cl).reshape(wt.shape), gw, dtype)
-    if passes._onednn_ok(x, wt, cl):  # both gradients in one oneDNN call, the "backward" key's candidate
+    if passes._onednn_backward_ok(x, wt, stride, cl, "both"):  # both gradients in one oneDNN call
         both = passes._onednn_backward_both(g, x, wt, stride, groups)
         _close(both[0], gx, dtype)
         _close(both[1].reshape(wt.shape), gw, dtype)
@@ -459,3 +459,56 @@ def test_bfloat16_nchw_batches_keep_within_the_memory_budget():
     assert max(scratch, default=0) <= 0.1 * x.numel() * x.element_size(), scratch
     torch.testing.assert_close(y.float(), torch.matmul(w.float(), x.float().view(8, 256, 49)).view_as(y),
                                atol=0.5, rtol=0.05)
+
+
+_BACKWARD_MEMORY = """
+import json, sys, torch
+from onebyone.ops import passes
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+n, c, hw, k = json.loads(sys.argv[1])
+x = torch.randn(n, c, hw, hw).contiguous(memory_format=torch.channels_last)
+w = torch.randn(k, c)
+g = torch.randn(n, k, hw, hw).contiguous(memory_format=torch.channels_last)
+runs = {"grad_input": lambda: [passes._grad_input_on("onednn", g, x, w, (1, 1), 1, True)],
+        "grad_weight": lambda: [passes._grad_weight_on("onednn", g, x, w, (1, 1), 1, True)],
+        "both": lambda: list(passes._onednn_backward_both(g, x, w, (1, 1), 1))}
+extra = {}
+for which, run in runs.items():
+    out = sum(t.numel() * t.element_size() for t in run())  # warm-up: oneDNN's lazy buffers
+    least = float("inf")
+    for _ in range(3):
+        base = status("VmRSS")
+        open("/proc/self/clear_refs", "w").write("5")
+        result = run()
+        least = min(least, status("VmHWM") - base - out)
+        del result
+    extra[which] = least
+print(json.dumps(extra))
+"""
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available() or not Path("/proc/self/clear_refs").exists(),
+                    reason="needs oneDNN and Linux's resident-set counters")
+def test_onednn_backward_passes_keep_their_memory_budget():
+    """Where oneDNN is a backward pass's candidate for weights too large for the forward's budget
+    (256x14x14->1024 at batch 32), what each pass adds beyond its result stays within a tenth of
+    the upstream gradient and the input; where its copies would not (1024x7x7->1024), it is none."""
+    n, c, hw, k = 32, 256, 14, 1024
+    x = torch.empty(n, c, hw, hw).contiguous(memory_format=torch.channels_last)
+    w = torch.empty(k, c)
+    assert "onednn" not in passes.forward_candidates(x, w, (1, 1), 1, True)
+    assert "onednn" in passes.grad_input_candidates(x, w, (1, 1), True)
+    assert "onednn" in passes.grad_weight_candidates(x, w, (1, 1), True)
+    deep = torch.empty(n, 1024, 7, 7).contiguous(memory_format=torch.channels_last)
+    assert "onednn" not in passes.grad_input_candidates(deep, torch.empty(1024, 1024), (1, 1), True)
+    assert not passes._onednn_backward_ok(deep, torch.empty(1024, 1024), (1, 1), True, "both")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * 1024), MALLOC_TRIM_THRESHOLD_=str(64 * 1024),
+               MALLOC_TOP_PAD_="0")  # freed blocks leave the resident set
+    proc = subprocess.run([sys.executable, "-c", _BACKWARD_MEMORY, json.dumps([n, c, hw, k])], env=env,
+                          capture_output=True, text=True, check=True)
+    held = (n * k * hw * hw + x.numel()) * 4
+    for which, extra in json.loads(proc.stdout).items():
+        assert extra <= 0.1 * held, (which, extra, held)

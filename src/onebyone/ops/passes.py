@@ -42,7 +42,7 @@ from .native import (
     _native_cl_forward_ok,
     _native_dtype_ok,
 )
-from .onednn import _onednn_backward, _onednn_backward_both, _onednn_ok
+from .onednn import _onednn_backward, _onednn_backward_both, _onednn_backward_ok, _onednn_ok
 from .views import _format
 from .widened import _mm_widened, widened_ok
 
@@ -92,7 +92,7 @@ def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: in
 
 def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
     names = ["torch", *_images(x, channels_last), *_if_joined(x, channels_last), *_numpy(x), *_if_widened(x)]
-    if _onednn_ok(x, w, channels_last):
+    if _onednn_backward_ok(x, w, stride, channels_last, "grad_input"):
         names.append("onednn")
     if _native_dtype_ok(x):
         names.append("native")
@@ -105,7 +105,7 @@ def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channel
 
 def grad_weight_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channels_last: bool) -> list[str]:
     names = ["torch", *_images(x, channels_last), *_numpy(x), *_if_widened(x)]
-    if _onednn_ok(x, w, channels_last):
+    if _onednn_backward_ok(x, w, stride, channels_last, "grad_weight"):
         names.append("onednn")
     if stride == (1, 1):
         names += _if_joined(x, channels_last)
@@ -325,7 +325,7 @@ def _backward_libraries(
         return gi, gw
     if (gi, gw) == ("onednn", "onednn"):
         return "both", "both"
-    if want_x and want_w and _onednn_ok(x, w, channels_last):
+    if want_x and want_w and _onednn_backward_ok(x, w, stride, channels_last, "both"):
         key = choice_key("backward", channels_last, x.shape, w.shape[0], stride, groups, x.dtype)
 
         def run(name: str, grad: Tensor, x: Tensor, w: Tensor, *conf: object) -> tuple[Tensor, Tensor]:
