@@ -60,21 +60,31 @@ def _runners(shape: Shape, cl: bool, dtype: torch.dtype) -> dict[str, dict[str, 
     return out
 
 
+_MAX_STEPS = 20
+
+
 def _picked(shape: Shape, cl: bool, dtype: torch.dtype) -> tuple[dict[str, str], float, float]:
     """What conv1x1's own timing chose for each pass of one forward+backward, the seconds the
-    timing added to the first step, and the longest any one key's timing took."""
+    timing added to the first step (over the last, settled one), and the longest any one key's
+    timing took."""
     ops.clear_choices(disk=True)
     x, w, g = _tensors(shape, cl, dtype)
     x.requires_grad_()
     w4 = w.view(*w.shape, 1, 1).clone().requires_grad_()
     steps = []
-    for _ in range(2):  # the first times its candidates, the second runs on what was chosen
+    # the first times its candidates; keys the slice left close then take turns on whole calls
+    # (choice's trials), and one more step runs once they have settled (a whole step's own choice)
+    settled = 0
+    while settled < 2 and len(steps) < _MAX_STEPS:
         x.grad = w4.grad = None
         t0 = time.perf_counter()
         ops.conv1x1(x, w4, stride=shape.stride, groups=shape.groups).backward(g)
         steps.append(time.perf_counter() - t0)
+        settled = settled + 1 if not ops.choice._trials else 0
+    if ops.choice._trials:
+        raise RuntimeError(f"{shape.name}: trials unsettled after {len(steps)} steps: {list(ops.choice._trials)}")
     per_key = max((s["spent"] for s in ops.choice._samples.values()), default=0.0)
-    return {key[0]: name for key, name in ops.chosen_backends().items()}, steps[0] - steps[1], per_key
+    return {key[0]: name for key, name in ops.chosen_backends().items()}, steps[0] - steps[-1], per_key
 
 
 def _time(fns: dict[str, Callable[[], object]], repeats: int, min_s: float) -> dict[str, float]:
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = max(rows, key=lambda r: r["pick_over_fastest"])
     print(f"worst pick: {worst['shape']} {worst['pass']} {worst['picked']} at "
           f"{worst['pick_over_fastest']:.2f}x the fastest ({worst['fastest']})")
-    print(f"timing a new shape's passes (first forward+backward less the second): median "
+    print(f"timing a new shape's passes (first forward+backward less a settled one): median "
           f"{statistics.median(timing_s) * 1e3:.0f} ms, max {max(timing_s) * 1e3:.0f} ms; one key's timing: "
           f"median {statistics.median(key_s) * 1e3:.0f} ms, max {max(key_s) * 1e3:.0f} ms")
     if args.out:
