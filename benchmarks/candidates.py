@@ -82,7 +82,8 @@ def _picked(shape: Shape, cl: bool, dtype: torch.dtype) -> tuple[dict[str, str],
         steps.append(time.perf_counter() - t0)
         settled = settled + 1 if not ops.choice._trials else 0
     if ops.choice._trials:
-        raise RuntimeError(f"{shape.name}: trials unsettled after {len(steps)} steps: {list(ops.choice._trials)}")
+        keys = list(ops.choice._trials)
+        raise RuntimeError(f"{shape.name}: trials unsettled after {len(steps)} steps: {keys}")
     per_key = max((s["spent"] for s in ops.choice._samples.values()), default=0.0)
     return {key[0]: name for key, name in ops.chosen_backends().items()}, steps[0] - steps[-1], per_key
 
