@@ -19,6 +19,9 @@ Sections:
               channels_last kernel against the NCHW kernel and MKL, each pass straight on its kernel;
               the forward of batches of 32 likewise; the stride-2 forward turned against gathered
               blocks, at batch 1 and 32
+  flat        the channels_last kernel on the suite's stride-1 layers (and 1 x 1 images), forward and
+              grad_input: micro-tiles that end at each row's end ("native") against every pixel of
+              the batch as one row ("native_flat"), each pass straight on its kernel
   tiny        NCHW images under 7 x 7 (2 x 2 to 6 x 6) at batch 2 and 64: the forward and grad_input
               turned around against the NCHW kernel and MKL; NiN's 128x2x2->128 through conv1x1 and
               F.conv2d; a nin_digits training step with its 1x1 layers on conv1x1 and on nn.Conv2d
@@ -40,9 +43,11 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from conv1x1 import suite
 from onebyone import conv1x1, models, ops
+from onebyone.ops import passes
 
-SECTIONS = ("microtile", "threads", "faults", "first-call", "backward", "pool", "turned", "tiny")
+SECTIONS = ("microtile", "threads", "faults", "first-call", "backward", "pool", "turned", "flat", "tiny")
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -262,6 +267,41 @@ def turned(repeats: int) -> None:
         }
         times = {name: min(_median_ms(fn, repeats) for _ in range(3)) for name, fn in fns.items()}
         print(f"  {c}x{hw}x{hw} -> {k}, batch {n}: " + ", ".join(f"{m} {t:.3f}" for m, t in times.items()))
+
+
+def _forward_named(x: torch.Tensor, w: torch.Tensor, cl: bool, name: str) -> torch.Tensor:
+    return passes._forward_on(name, x, w, None, (1, 1), 1, None, cl)
+
+
+def _grad_input_named(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, cl: bool, name: str) -> torch.Tensor:
+    return passes._grad_input_on(name, g, x, w, (1, 1), 1, cl)
+
+
+def flat(repeats: int) -> None:
+    print("channels_last, ms a pass (best of three medians): by rows / flat, and flat's speed-up")
+    shapes = [(s.name, s.n, s.c, s.h, s.k) for s in suite() if s.stride == 1 and s.groups == 1]
+    shapes += [("1x1 images 512x1->1000/b64", 64, 512, 1, 1000),
+               ("1x1 images 1024x1->1024/b32", 32, 1024, 1, 1024)]
+    print("| layer | forward | grad_input |\n|---|---|---|")
+    for name, n, c, hw, k in shapes:
+        x = torch.randn(n, c, hw, hw).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(k, c)
+        g = torch.randn(n, k, hw, hw).contiguous(memory_format=torch.channels_last)
+        cl = hw > 1  # 1 x 1 images count as NCHW: their rows of channels run on the channels_last kernel
+        if not cl:
+            x, g = x.contiguous(), g.contiguous()
+        cells = []
+        passes_of = (
+            (partial(_forward_named, x, w, cl), passes.forward_candidates(x, w, (1, 1), 1, cl)),
+            (partial(_grad_input_named, g, x, w, cl), passes.grad_input_candidates(x, w, (1, 1), cl)),
+        )
+        for run, names in passes_of:
+            if "native_flat" not in names:
+                cells.append("-")
+                continue
+            t = _best_of_medians({m: partial(run, m) for m in ("native", "native_flat")}, repeats)
+            cells.append(f"{t['native']:.3f} / {t['native_flat']:.3f}, {t['native'] / t['native_flat']:.2f}x")
+        print(f"| {name} | {cells[0]} | {cells[1]} |")
 
 
 def _best_of_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

@@ -30,7 +30,7 @@ def test_conv1x1_benchmark_runs_on_one_shape(tmp_path):
     assert "seed/10x32x32->4/b1" in (tmp_path / "c.md").read_text() and "Summary" in out
     # every row says which library each pass ran on: one name forward, three fwd+bwd, or the
     # library of a training call's whole step
-    names = ("torch", "torch_images", "native", "native_turned", "onednn", "numpy")
+    names = ("torch", "torch_images", "native", "native_turned", "native_flat", "onednn", "numpy")
     for row in report["results"]:
         if row["conv1x1_on"].startswith("step on "):
             assert row["mode"] != "forward" and row["conv1x1_on"][8:] in ("aten", "conv2d")

@@ -646,6 +646,39 @@ def test_tiny_nchw_images_turned_around_forward_and_grad_input(native_turned, n,
     _check_native_case(n, c, k, h, w, activation, "nchw", groups=groups)
 
 
+@pytest.fixture
+def native_flat(native, monkeypatch):
+    """The native kernels, the channels_last kernel taking every pixel of the batch as one row
+    wherever that form is a candidate."""
+    real, taken = ops.choice._untimed, []
+
+    def untimed(names):
+        taken.append(("native_flat" if "native_flat" in names else real(names), tuple(names)))
+        return taken[-1][0]
+
+    monkeypatch.setattr(ops.choice, "_untimed", untimed)
+    return taken  # what each pass was given, among which candidates
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("n", "c", "k", "h", "w", "groups", "layout"),
+    [(3, 40, 70, 5, 7, 1, "channels_last"), (2, 1024, 48, 3, 3, 1, "channels_last"),
+     (4, 36, 60, 1, 1, 3, "channels_last"), (9, 20, 17, 2, 13, 1, "channels_last"),
+     (6, 50, 33, 1, 1, 1, "nchw"), (64, 24, 40, 1, 1, 2, "nchw")],
+)
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_native_flat_runs_every_pixel_as_one_row_forward_and_grad_input(native_flat, n, c, k, h, w, groups,
+                                                                        layout, activation):
+    # micro-tiles run on across rows and images (channels_last, and NCHW 1 x 1 images, whose rows of
+    # channels are channels_last pixels); the flat form is the one the passes ran on
+    _check_native_case(n, c, k, h, w, activation, layout, groups=groups)
+    given = [name for name, _ in native_flat]
+    # the forward and, on channels_last, grad_input (1 x 1 images count as NCHW, whose grad_input
+    # runs them as one product anyway)
+    assert given.count("native_flat") == (2 if layout == "channels_last" and h * w > 1 else 1), native_flat
+
+
 @pytest.mark.parametrize("backend", ["native", "torch"])
 @pytest.mark.parametrize(
     ("n", "c", "k", "stride", "groups"), [(64, 40, 70, 1, 1), (5, 12, 9, 2, 3), (1, 30, 8, 1, 2)]
@@ -1076,7 +1109,7 @@ def test_seen_training_calls_remember_their_libraries_and_stay_exact(channels_la
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     # the signature's plan names the forward's library, the backward's are kept beside it
     forward_plans = [plan for key, plan in choice._plans.items() if key[0] != "backward"]
-    libraries = (*ops.BACKENDS[2:], "native_turned", "torch_images")
+    libraries = (*ops.BACKENDS[2:], "native_turned", "native_flat", "torch_images")
     assert len(forward_plans) == 1 and forward_plans[0][0] in libraries
     assert any(key[0] == "backward" and key[2:] == (True, True) for key in choice._plans)
     for _ in range(2):  # from the plans: bit for bit the first call's

@@ -92,13 +92,16 @@ def _forward_native(
     activation: str | None,
     channels_last: bool,
     turned: bool = False,
+    flat: bool = False,
 ) -> Tensor:
     """float32 on the direct kernels, either layout, bias and activation fused into the stores.
     ``turned`` runs NCHW images turned around, y^T = x^T W^T, on the channels_last kernel (pixels as
     rows: what suits images too small for the NCHW kernel's vectors of pixels; a candidate of its
     own, see passes.py); otherwise an NCHW batch with a stride goes by the gathered blocks of
     _forward_gemm and the epilogue after (its kept pixels are not contiguous), a channels_last
-    input is read where it lies."""
+    input is read where it lies. ``flat``: at stride 1, the channels_last kernel's micro-tiles run
+    on across rows and images (every pixel of the batch one row), where they otherwise end at each
+    row's end (see _flat_ok)."""
     n, c, h, wd = x.shape
     k, cg = w.shape
     ho, wo = -(-h // stride[0]), -(-wd // stride[1])
@@ -130,7 +133,7 @@ def _forward_native(
         elif channels_last or rows_of_channels:  # X_g (kept pixels x C/G) @ W_g^T: W_g^T[i, j] = w[g*kg+j, i]
             xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
             # rows of wo kept pixels, stride[1] * c floats apart; ho rows per image
-            rows = (wo, ho, stride[1] * c, stride[0] * wd * c, h * wd * c)
+            rows = () if flat else (wo, ho, stride[1] * c, stride[0] * wd * c, h * wd * c)
             _native.forward_cl(xg, c, yg, k, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *rows)
         else:  # per image W_g (K/G x C/G) @ X[n, g] (C/G x pixels)
             xg, yg = x.data_ptr() + g * cg * p * size, y.data_ptr() + g * kg * p * size
@@ -152,6 +155,15 @@ def _native_cl_forward_ok(x: Tensor, w: Tensor, groups: int) -> bool:
     """The channels_last native forward can run within the memory budget: block by block, or whole."""
     kg, cg = w.shape[0] // groups, w.shape[1]
     return cg <= _NATIVE_CL_WORKSPACE_MAX_C or -(-kg // 32) * 32 * cg <= _NATIVE_CL_PACK_SHARE * x.numel()
+
+
+def _flat_ok(x: Tensor, stride: tuple[int, int]) -> bool:
+    """The channels_last kernel can take a stride-1 batch as one row of pixels as well as row by row
+    of its images, and the two differ: micro-tiles that end at a row's end are short on small images
+    (one pixel each on 1 x 1 ones), and tiles running on across rows put up to 12 rows of input into
+    one cache set when those rows are a multiple of 4 KiB apart. Which is faster is measured (the
+    candidates "native" and "native_flat", passes.py)."""
+    return stride == (1, 1) and x.shape[0] * x.shape[2] > 1
 
 
 def _mm_native_cl(a: Tensor, b: Tensor, out: Tensor) -> None:
@@ -218,11 +230,18 @@ def _grad_weight_native(grad: Tensor, x: Tensor, groups: int) -> Tensor:
 
 
 def _grad_input_native(
-    grad: Tensor, w: Tensor, in_shape: tuple[int, ...], groups: int, channels_last: bool, turned: bool = False
+    grad: Tensor,
+    w: Tensor,
+    in_shape: tuple[int, ...],
+    groups: int,
+    channels_last: bool,
+    turned: bool = False,
+    flat: bool = False,
 ) -> Tensor:
     """grad_x for float32 at stride 1 on the direct kernels, straight from the tensors' pointers: per
     group W_g^T (C/G x K/G) @ dY[n, g] (NCHW) or dY_g (pixels x K/G) @ W_g (channels_last); ``turned``
-    runs NCHW images as gx^T = grad^T W_g on the channels_last kernel, image after image."""
+    runs NCHW images as gx^T = grad^T W_g on the channels_last kernel, image after image; ``flat``
+    as in _forward_native."""
     n, k, h, wd = grad.shape
     c = in_shape[1]
     cg, kg, p = c // groups, k // groups, h * wd
@@ -244,9 +263,11 @@ def _grad_input_native(
             )  # fmt: skip
         elif channels_last or rows_of_channels:  # W_g's packed copy bounded as in _mm_native_cl
             budget = max(1, int(_NATIVE_CL_PACK_SHARE * n * p * min(kg, cg)))
+            # row by row of the images, as the forward goes, or with flat every pixel as one row
+            rows = () if flat or rows_of_channels else (wd, h, k, wd * k, p * k)
             _native.forward_cl(
                 gp + g * kg * size, k, xp + g * cg * size, c, wg, cg, 1, 0,
-                n * p, kg, cg, 0, threads, budget,
+                n * p, kg, cg, 0, threads, budget, *rows,
             )  # fmt: skip
         else:  # W_g^T[i, j] = w[g*kg + j, i]: element strides (1, cg)
             _native.forward(

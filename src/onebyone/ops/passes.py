@@ -2,13 +2,13 @@
 
 The candidates of each pass are the libraries correct for it (dtype, layout, stride, memory
 budget): PyTorch's BLAS on views ("torch"; for NCHW batches also one image at a time,
-"torch_images"), oneDNN's convolution ("onednn"), onebyone's kernels
-in their natural form ("native") and, for NCHW images, turned around on the channels_last kernel
-("native_turned"), bfloat16 on onebyone's AMX kernel ("amx", and for channels_last
-"amx_turned"; see amx.py), float16 / bfloat16 widened to float32 block by block on PyTorch's
-float32 BLAS ("widened"; see widened.py), float32 NCHW images joined side by side into one GEMM a
-run ("joined"; see joined.py), NumPy's BLAS when forced ("numpy"). choice.decide picks
-among them.
+"torch_images"), oneDNN's convolution ("onednn"), onebyone's kernels in their natural form
+("native"; on the channels_last kernel also with every pixel as one row, "native_flat") and, for
+NCHW images, turned around on the channels_last kernel ("native_turned"), bfloat16 on onebyone's
+AMX kernel ("amx", and for channels_last "amx_turned"; see amx.py), float16 / bfloat16 widened
+to float32 block by block on PyTorch's float32 BLAS ("widened"; see widened.py), float32 NCHW
+images joined side by side into one GEMM a run ("joined"; see joined.py), NumPy's BLAS when forced
+("numpy"). choice.decide picks among them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .gemm import (
 )
 from .joined import _grad_weight_joined, _mm_joined, joined_ok
 from .native import (
+    _flat_ok,
     _forward_native,
     _grad_input_native,
     _grad_weight_native,
@@ -78,6 +79,10 @@ def forward_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: in
     if _native_dtype_ok(x):
         if not channels_last or _native_cl_forward_ok(x, w, groups):
             names.append("native")
+        # on the channels_last kernel (NCHW 1 x 1 images too: rows of channels), every pixel as one row
+        on_cl = channels_last or x.shape[2] * x.shape[3] == 1
+        if on_cl and _flat_ok(x, stride) and _native_cl_forward_ok(x, w, groups):
+            names.append("native_flat")
         # turned takes images of two output pixels or more: strided batches of one-pixel outputs
         # come out wrong on it (tests/test_choice.py keeps every candidate to the definition)
         pixels = -(-x.shape[2] // stride[0]) * -(-x.shape[3] // stride[1])
@@ -98,6 +103,8 @@ def grad_input_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], channel
         names.append("native")
         if not channels_last and stride == (1, 1) and x.shape[2] * x.shape[3] > 1:
             names.append("native_turned")
+        if channels_last and _flat_ok(x, stride):
+            names.append("native_flat")
     if _amx_ok(x) and (stride == (1, 1) or channels_last):  # strided: the kept pixels' rows, s1 apart
         names += ["amx"] + ["amx_turned"] * (channels_last and stride == (1, 1))
     return names
@@ -132,8 +139,9 @@ def _forward_on(
     """The forward pass on one named library, bias and activation included."""
     if isinstance(name, choice.Trial):  # a Trial: a whole call its key's choice is checked on
         return choice.timed(name, _forward_on, x, w, bias, stride, groups, activation, channels_last)
-    if name in ("native", "native_turned"):  # fuses them into its stores
-        return _forward_native(x, w, bias, stride, groups, activation, channels_last, name == "native_turned")
+    if name in ("native", "native_turned", "native_flat"):  # fuses them into its stores
+        return _forward_native(x, w, bias, stride, groups, activation, channels_last, name == "native_turned",
+                               name == "native_flat")
     if name in ("amx", "amx_turned"):
         return _forward_amx(x, w, bias, stride, groups, activation, channels_last, name == "amx_turned")
     if name == "onednn":
@@ -211,8 +219,9 @@ def _grad_input_on(
         return _onednn_backward(grad, x, w, stride, groups, 0)
     if name in ("amx", "amx_turned"):  # see grad_input_candidates
         return _grad_input_amx(grad, w, tuple(x.shape), groups, channels_last, name == "amx_turned", stride)
-    if name in ("native", "native_turned") and stride == (1, 1):
-        return _grad_input_native(grad, w, tuple(x.shape), groups, channels_last, name == "native_turned")
+    if name in ("native", "native_turned", "native_flat") and stride == (1, 1):
+        return _grad_input_native(grad, w, tuple(x.shape), groups, channels_last, name == "native_turned",
+                                  name == "native_flat")
     native = _mm_native_cl if channels_last else _mm_native_gx  # a strided grad_x: gathered blocks
     mm = native if name == "native" else _BLAS[name]
     return _grad_input_gemm(mm, grad, w, tuple(x.shape), stride, groups, channels_last)
