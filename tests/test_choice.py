@@ -238,6 +238,22 @@ def test_a_faster_candidate_paces_the_slice_past_a_slow_first_one(monkeypatch):
     assert seconds["fast"] < seconds["slow"]
 
 
+def test_one_slow_sample_drops_no_candidate(monkeypatch):
+    # the host busy for a moment: "a" (1 ms a call) takes 8 ms once, in the first timed round; the
+    # rounds go on and its median is its own, not that one sample (which dropped it, 4x "b")
+    monkeypatch.setattr(choice, "TIMING_BUDGET", 0.2)
+    calls = {"a": 0, "b": 0}
+    warm = 2  # the pacer's first call and the others' first calls come before the rounds
+
+    def run(name, t):
+        calls[name] += 1
+        busy = name == "a" and calls["a"] == warm
+        time.sleep(0.008 if busy else 0.001 if name == "a" else 0.002)
+
+    seconds, _ = choice._time(["a", "b"], run, (torch.zeros(1, 1, 1, 1),), (0,))
+    assert calls["a"] > warm + 1 and seconds["a"] < 0.0018 < seconds["b"]
+
+
 def test_the_fixed_and_forced_policies_never_time(fresh_cache, monkeypatch):
     monkeypatch.setattr(choice, "_time", lambda *a, **k: pytest.fail("timed under a fixed policy"))
     for policy in ("fixed", "torch", "onednn", "native"):

@@ -359,8 +359,8 @@ def _time(
     not leave room in what is left of the budget for a warm-up and three rounds of every
     candidate; there the others run once too, and if one of them is fast enough to double the
     slice again it paces the growth on. The candidates are timed on the last size reached (a 1x1
-    convolution works pixel by pixel, so a slice is a smaller copy of the same product). A
-    candidate is dropped once a round shows it more than twice the fastest.
+    convolution works pixel by pixel, so a slice is a smaller copy of the same product). From the
+    third round on, a candidate whose median so far is more than twice the best is dropped.
     """
     start = time.perf_counter()
     first = next((i for i, (a, s) in enumerate(zip(args, steps, strict=True)) if s and isinstance(a, Tensor)),
@@ -411,8 +411,11 @@ def _time(
             t0 = time.perf_counter()
             run(name, *sub)
             samples[name].append(time.perf_counter() - t0)
-        best = min(samples[name][-1] for name in live)
-        live = [name for name in live if samples[name][-1] <= 2 * best]
+        if rnd >= 2:  # from the third round, by the medians so far: one slow sample (the host
+            # busy for a moment) dropped a candidate on it alone, its median that one sample
+            medians = {name: statistics.median(samples[name]) for name in live}
+            best = min(medians.values())
+            live = [name for name in live if medians[name] <= 2 * best]
         spent = time.perf_counter() - start
         if spent + (time.perf_counter() - round_start) > TIMING_BUDGET:
             break
