@@ -72,14 +72,11 @@ class _OnTrial:
     """A key whose close candidates take turns on whole calls."""
 
     def __init__(self, order: Sequence[str], contenders: Sequence[str], seconds: dict[str, float],
-                 sample: dict[str, Any]) -> None:
+                 sample: dict[str, Any], favourite: str) -> None:
         self.order = [n for n in order if n in contenders]  # a tie goes to the earlier, as in decide
         self.calls: dict[str, list[float]] = {n: [] for n in contenders}
         self.seconds, self.sample = seconds, sample
-        # the slice's own pick among the contenders, which the whole calls must overturn
-        fastest = min((seconds[n] for n in self.order if n in seconds), default=0.0)
-        self.favourite = next((n for n in self.order if n in seconds and seconds[n] <= _TIE * fastest),
-                              self.order[0])
+        self.favourite = favourite  # the slice's own pick, which the whole calls must overturn
 
     def next(self, key: Key) -> Trial:
         name = Trial(min(self.calls, key=lambda n: len(self.calls[n])))  # round-robin
@@ -231,7 +228,7 @@ def decide(
         pending = [n for n in listed if n in names and trial] if isinstance(listed, list) else []
         if len(pending) > 1:  # timed by an earlier process that ended before its trial did
             sample = {"images": entry.get("images", 0), "rows": entry.get("rows", 0)}
-            _trials[key] = _OnTrial(names, pending, dict(entry.get("seconds") or {}), sample)
+            _trials[key] = _OnTrial(names, pending, dict(entry.get("seconds") or {}), sample, entry["choice"])
             return _trials[key].next(key)
         _choices[key] = entry["choice"]
         return entry["choice"]
@@ -246,7 +243,7 @@ def decide(
         sample["contenders"] = contenders
     CACHE.record(key, chosen, seconds, sample)
     if contenders:
-        _trials[key] = _OnTrial(names, contenders, seconds, sample)
+        _trials[key] = _OnTrial(names, contenders, seconds, sample, chosen)
         return _trials[key].next(key)
     _choices[key] = chosen
     return chosen
