@@ -1120,3 +1120,46 @@ def test_seen_training_calls_remember_their_libraries_and_stay_exact(channels_la
     with torch.no_grad():  # the signature was seen in training only
         torch.testing.assert_close(conv1x1(x0, w0, b0, activation="relu"), first[0], atol=0, rtol=0)
         torch.testing.assert_close(conv1x1(x0, w0, b0, activation="relu"), first[0], atol=0, rtol=0)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("form", "layout", "shape", "k", "stride", "groups", "runs_worked_out"),
+    [("native", "nchw", (2, 12, 9, 7), 10, 1, 1, True),
+     ("native", "nchw", (2, 12, 9, 7), 10, 2, 2, False),  # gathered blocks: no runner
+     ("native", "nchw", (5, 12, 1, 1), 8, 1, 2, True),  # 1 x 1 images: rows of channels
+     ("native_turned", "nchw", (3, 12, 4, 4), 10, 1, 1, True),
+     ("native_turned", "nchw", (3, 12, 5, 6), 10, 2, 2, True),
+     ("native", "channels_last", (2, 12, 9, 7), 10, 1, 2, True),
+     ("native", "channels_last", (2, 12, 9, 7), 10, 2, 1, True),
+     ("native_flat", "channels_last", (3, 12, 5, 6), 20, 1, 1, True)],
+)
+@pytest.mark.parametrize(("with_bias", "activation"), [(False, None), (True, "relu6")])
+def test_a_seen_inference_call_runs_the_forward_worked_out_for_it(
+    native, monkeypatch, form, layout, shape, k, stride, groups, runs_worked_out, with_bias, activation
+):
+    """An inference call seen before on onebyone's kernels runs the forward worked out when its plan
+    was made, without the passes (no shape arithmetic, views or checks a call): F.conv2d's values,
+    bit for bit the first call's, in the input's layout, whatever the tensors' addresses."""
+    from onebyone.ops import choice, operator
+
+    real = choice._untimed
+    monkeypatch.setattr(choice, "_untimed", lambda names: form if form in names else real(names))
+    choice._plans.clear()
+    torch.manual_seed(5)
+    x0 = _layout(torch.randn(*shape), layout)
+    w0 = torch.randn(k, shape[1] // groups, 1, 1)
+    b0 = torch.randn(k) if with_bias else None
+    with torch.no_grad():
+        first = conv1x1(x0, w0, b0, stride=stride, groups=groups, activation=activation)
+        (plan,) = choice._plans.values()
+        assert plan[0] == form and (plan[4] is not None) == runs_worked_out
+        if runs_worked_out:  # the passes are not called again
+            monkeypatch.setattr(operator, "_forward_on", lambda *a: pytest.fail("ran the passes"))
+        for _ in range(2):  # new tensors of the same signature: the runner reads their addresses
+            x, w = x0.clone(memory_format=torch.preserve_format), w0.clone()
+            b = None if b0 is None else b0.clone()
+            y = conv1x1(x, w, b, stride=stride, groups=groups, activation=activation)
+            assert torch.equal(y, first) and y.stride() == first.stride() and _is_layout(y, layout)
+    want = _expected(x0.double(), w0.double(), None if b0 is None else b0.double(), stride, groups, activation)
+    torch.testing.assert_close(first.double(), want, atol=2e-4, rtol=1e-4)

@@ -8,7 +8,9 @@ problems turned around (y^T = x^T W^T) where an image has too few pixels for the
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -17,7 +19,7 @@ from . import workspace
 from .checks import ACTIVATIONS
 from .gemm import _finished, _forward_gemm, _mm_torch
 from .onednn import _ONEDNN_WEIGHT_SHARE
-from .pool import _new_output
+from .pool import _allocator, _new_output
 from .views import _block_rows, _blocks, _matrix, _pack
 
 try:
@@ -102,43 +104,85 @@ def _forward_native(
     input is read where it lies. ``flat``: at stride 1, the channels_last kernel's micro-tiles run
     on across rows and images (every pixel of the batch one row), where they otherwise end at each
     row's end (see _flat_ok)."""
-    n, c, h, wd = x.shape
-    k, cg = w.shape
+    run = _native_forward_runner(tuple(x.shape), x.dtype, tuple(w.shape[:2]), stride, groups, activation,
+                                 channels_last, turned, flat, torch.get_num_threads())
+    if run is None:  # an NCHW batch with a stride: its kept pixels gathered block by block
+        y = _forward_gemm(_mm_native, x, w, stride, groups, channels_last)
+        return _finished(y, bias, activation, channels_last)
+    if bias is not None and not bias.is_contiguous():
+        bias = bias.contiguous()
+    return run(x, w, bias)
+
+
+#: A forward worked out for one call's shapes: ``run(x, w, bias) -> y``.
+Runner = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
+
+
+@functools.lru_cache(maxsize=1024)
+def _native_forward_runner(
+    x_shape: tuple[int, ...],
+    dtype: torch.dtype,
+    w_shape: tuple[int, int],
+    stride: tuple[int, int],
+    groups: int,
+    activation: str | None,
+    channels_last: bool,
+    turned: bool,
+    flat: bool,
+    threads: int,
+) -> Runner | None:
+    """_forward_native for tensors of these shapes and dtype packed in their layout, everything but
+    their addresses worked out once: ``run(x, w, bias)`` allocates y and calls the kernels (w:
+    K x C/G with contiguous rows, or the same memory as K x C/G x 1 x 1; bias contiguous or None).
+    None where the forward does not go straight to the kernels (an NCHW batch with a stride, not
+    turned). A call seen before runs its runner (ops/operator.py) with no shape arithmetic, views or
+    checks: microseconds a call, what the seed's small layers take in all."""
+    n, c, h, wd = x_shape
+    k, cg = w_shape
     ho, wo = -(-h // stride[0]), -(-wd // stride[1])
     kg, p = k // groups, ho * wo
     # NCHW 1 x 1 images lie in memory as channels_last ones (a row of channels each): the batch is one
     # product on the channels_last kernel, where the NCHW kernel took it an image (one pixel) at a time
     # (64x512x1x1 -> 1000: 0.6 against 10.7 ms on a Zen 4; BENCHMARKS.md)
-    rows_of_channels = not channels_last and h * wd == 1 and _native_cl_forward_ok(x, w, groups)
+    numel = n * c * h * wd
+    rows_of_channels = not channels_last and h * wd == 1 and _cl_forward_fits(numel, k // groups, cg)
     turned = turned and not channels_last and not rows_of_channels
     if stride != (1, 1) and not channels_last and not turned and not rows_of_channels:
-        y = _forward_gemm(_mm_native, x, w, stride, groups, channels_last)
-        return _finished(y, bias, activation, channels_last)
-    y = _new_output((n, k, ho, wo), x, channels_last)
-    if bias is not None and not bias.is_contiguous():
-        bias = bias.contiguous()
+        return None
+    alloc = _allocator((n, k, ho, wo), dtype, channels_last)
     act = 0 if activation is None else ACTIVATIONS.index(activation) + 1
-    size, threads = x.element_size(), torch.get_num_threads()
-    budget = max(1, int(_NATIVE_CL_PACK_SHARE * x.numel()))  # channels_last kernel: a copy of all of W^T
+    size = dtype.itemsize
+    budget = max(1, int(_NATIVE_CL_PACK_SHARE * numel))  # channels_last kernel: a copy of all of W^T
+    # per group: the kernel's name, the byte offsets of X_g, Y_g, W_g and b_g, and the arguments after them
+    calls: list[tuple[str, int, int, int, int, tuple[int, ...], tuple[int, ...],
+                      tuple[int, ...], tuple[int, ...]]] = []
     for g in range(groups):
-        b = 0 if bias is None else bias.data_ptr() + g * kg * size
-        wg = w.data_ptr() + g * kg * cg * size
+        wo_, bo = g * kg * cg * size, g * kg * size
         if turned:  # NCHW images as y^T = x^T W^T: the channels_last kernel, channels h*wd apart
-            xg, yg = x.data_ptr() + g * cg * h * wd * size, y.data_ptr() + g * kg * p * size
             if stride == (1, 1):  # an image is one row of p pixels, 1 apart; images c*p and k*p apart
                 images = (p, 1, 1, 0, c * p, h * wd, p, k * p)
             else:  # ho rows of wo kept pixels, stride[1] apart, the rows stride[0] * wd apart
                 images = (wo, ho, stride[1], stride[0] * wd, c * h * wd, h * wd, p, k * p)
-            _native.forward_cl(xg, 1, yg, 1, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *images)
+            calls.append(("forward_cl", g * cg * h * wd * size, g * kg * p * size, wo_, bo,
+                          (1,), (1,), (1, cg), (n * p, cg, kg, act, threads, budget, *images)))
         elif channels_last or rows_of_channels:  # X_g (kept pixels x C/G) @ W_g^T: W_g^T[i, j] = w[g*kg+j, i]
-            xg, yg = x.data_ptr() + g * cg * size, y.data_ptr() + g * kg * size
             # rows of wo kept pixels, stride[1] * c floats apart; ho rows per image
             rows = () if flat else (wo, ho, stride[1] * c, stride[0] * wd * c, h * wd * c)
-            _native.forward_cl(xg, c, yg, k, wg, 1, cg, b, n * p, cg, kg, act, threads, budget, *rows)
+            calls.append(("forward_cl", g * cg * size, g * kg * size, wo_, bo,
+                          (c,), (k,), (1, cg), (n * p, cg, kg, act, threads, budget, *rows)))
         else:  # per image W_g (K/G x C/G) @ X[n, g] (C/G x pixels)
-            xg, yg = x.data_ptr() + g * cg * p * size, y.data_ptr() + g * kg * p * size
-            _native.forward(xg, c * p, p, yg, k * p, p, wg, cg, 1, b, n, cg, kg, p, act, threads)
-    return y
+            calls.append(("forward", g * cg * p * size, g * kg * p * size, wo_, bo,
+                          (c * p, p), (k * p, p), (cg, 1), (n, cg, kg, p, act, threads)))
+
+    def run(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+        y = alloc()
+        xp, yp, wp, bp = x.data_ptr(), y.data_ptr(), w.data_ptr(), 0 if bias is None else bias.data_ptr()
+        for kernel, xo, yo, wo_, bo, after_x, after_y, after_w, rest in calls:
+            getattr(_native, kernel)(xp + xo, *after_x, yp + yo, *after_y, wp + wo_, *after_w, bp and bp + bo,
+                                     *rest)
+        return y
+
+    return run
 
 
 # The channels_last kernel packs W^T into blocks of 32 columns (one group at a time), all of them
@@ -153,8 +197,11 @@ _NATIVE_CL_WORKSPACE_MAX_C = 2048
 
 def _native_cl_forward_ok(x: Tensor, w: Tensor, groups: int) -> bool:
     """The channels_last native forward can run within the memory budget: block by block, or whole."""
-    kg, cg = w.shape[0] // groups, w.shape[1]
-    return cg <= _NATIVE_CL_WORKSPACE_MAX_C or -(-kg // 32) * 32 * cg <= _NATIVE_CL_PACK_SHARE * x.numel()
+    return _cl_forward_fits(x.numel(), w.shape[0] // groups, w.shape[1])
+
+
+def _cl_forward_fits(numel: int, kg: int, cg: int) -> bool:
+    return cg <= _NATIVE_CL_WORKSPACE_MAX_C or -(-kg // 32) * 32 * cg <= _NATIVE_CL_PACK_SHARE * numel
 
 
 def _flat_ok(x: Tensor, stride: tuple[int, int]) -> bool:

@@ -14,7 +14,7 @@ from torch.nn import Parameter
 from . import choice, step
 from .checks import _check, _is_channels_last, _pair
 from .library import _as_convolution, conv1x1_op
-from .passes import _activation_grad, _contiguous, _forward_library, _forward_on, backward
+from .passes import _activation_grad, _contiguous, _forward_library, _forward_on, backward, forward_runner
 from .views import _format
 
 
@@ -164,7 +164,7 @@ def _eager(
     sig = _signature(x, weight, bias, stride, groups, activation)
     plan = None if sig is None else choice._plans.get(sig)
     if sig is not None and plan is not None:  # a call seen before: checked then, its layout known
-        name, pair, channels_last, steps = plan
+        name, pair, channels_last, steps, run = plan
         if needs_grad:
             library = steps[2 * x.requires_grad + weight.requires_grad]
             if library is not None and library != "op":  # the whole step on PyTorch's own ops
@@ -172,6 +172,8 @@ def _eager(
             if library == "op":
                 return _function(x, weight, bias, pair, groups, activation, channels_last, name, sig)
             return _training(x, weight, bias, pair, groups, activation, channels_last, name, sig, steps)
+        if run is not None:  # worked out when the plan was made: the kernels and an output
+            return run(x, weight, bias)
         # no gradient is wanted, so a view of the weight joins no graph: no detach (0.3 us)
         w = weight.view(weight.shape[0], -1) if weight.dim() == 4 else weight
         return _forward_on(name, x, w, bias, pair, groups, activation, channels_last)
@@ -188,7 +190,9 @@ def _eager(
         name = _forward_library(x, w, bias, stride_pair, groups, activation, channels_last)
     if keep is not None and type(name) is str:  # not while the key is on trial (choice.Trial)
         # and, once decided, the library of a training call's whole step, by which gradients it wants
-        choice._plans[keep] = (name, stride_pair, channels_last, [None] * 4)
+        # and the forward itself where it can be worked out once (onebyone's kernels)
+        run = forward_runner(name, x, w, bias, stride_pair, groups, activation, channels_last)
+        choice._plans[keep] = (name, stride_pair, channels_last, [None] * 4, run)
     if not needs_grad:  # inference: no autograd bookkeeping, nothing saved
         return _forward_on(name, x, w, bias, stride_pair, groups, activation, channels_last)
     y = _Conv1x1Function.apply(x, weight, bias, w, stride_pair, groups, activation, channels_last,

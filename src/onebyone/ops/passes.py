@@ -33,6 +33,7 @@ from .gemm import (
 )
 from .joined import _grad_weight_joined, _mm_joined, joined_ok
 from .native import (
+    Runner,
     _flat_ok,
     _forward_native,
     _grad_input_native,
@@ -42,6 +43,7 @@ from .native import (
     _mm_native_gx,
     _native_cl_forward_ok,
     _native_dtype_ok,
+    _native_forward_runner,
 )
 from .onednn import _onednn_backward, _onednn_backward_both, _onednn_backward_ok, _onednn_ok
 from .views import _format
@@ -139,7 +141,7 @@ def _forward_on(
     """The forward pass on one named library, bias and activation included."""
     if isinstance(name, choice.Trial):  # a Trial: a whole call its key's choice is checked on
         return choice.timed(name, _forward_on, x, w, bias, stride, groups, activation, channels_last)
-    if name in ("native", "native_turned", "native_flat"):  # fuses them into its stores
+    if name in _NATIVE_FORWARDS:  # fuses them into its stores
         return _forward_native(x, w, bias, stride, groups, activation, channels_last, name == "native_turned",
                                name == "native_flat")
     if name in ("amx", "amx_turned"):
@@ -149,6 +151,28 @@ def _forward_on(
     else:
         y = _forward_gemm(_BLAS[name], x, w, stride, groups, channels_last)
     return _finished(y, bias, activation, channels_last)
+
+
+_NATIVE_FORWARDS = ("native", "native_turned", "native_flat")
+
+
+def forward_runner(
+    name: str,
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    groups: int,
+    activation: str | None,
+    channels_last: bool,
+) -> Runner | None:
+    """The forward on library ``name`` worked out once for tensors like these, where the library is
+    onebyone's own kernels (see native._native_forward_runner); else None."""
+    if name not in _NATIVE_FORWARDS or (bias is not None and not bias.is_contiguous()):
+        return None
+    return _native_forward_runner(tuple(x.shape), x.dtype, tuple(w.shape[:2]), stride, groups, activation,
+                                  channels_last, name == "native_turned", name == "native_flat",
+                                  torch.get_num_threads())
 
 
 def _contiguous(x: Tensor, w: Tensor, channels_last: bool) -> tuple[Tensor, Tensor]:

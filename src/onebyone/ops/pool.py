@@ -15,11 +15,14 @@ outputs of at least ``MIN_BYTES`` go through the pool: smaller ones are recycled
 from __future__ import annotations
 
 import collections
+import functools
+import math
 import mmap
 import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -184,6 +187,23 @@ def set_output_pool(max_bytes: int) -> int:
     before = _pool.max_bytes
     _pool.set_max_bytes(max_bytes)
     return before
+
+
+def _allocator(shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool) -> Callable[[], Tensor]:
+    """_new_output for a CPU result of one shape, as a call without arguments: a small one straight
+    from torch.empty_strided with its strides worked out once (its keyword arguments, the memory
+    format above all, cost more than the allocation on a layer of microseconds), a large one from
+    the pool."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes >= MIN_BYTES:
+        return functools.partial(_pool.empty, shape, dtype, channels_last)
+    return functools.partial(torch.empty_strided, shape, _strides(shape, channels_last), dtype=dtype)
+
+
+@functools.lru_cache(maxsize=1024)
+def _strides(shape: tuple[int, ...], channels_last: bool) -> tuple[int, ...]:
+    """The strides torch.empty gives a tensor of this shape in this layout."""
+    return torch.empty(shape, device="meta", memory_format=_format(channels_last)).stride()
 
 
 def _new_output(shape: tuple[int, ...], like: Tensor, channels_last: bool) -> Tensor:
