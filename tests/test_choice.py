@@ -240,6 +240,24 @@ def test_a_faster_candidate_paces_the_slice_past_a_slow_first_one(monkeypatch):
     assert seconds["fast"] < seconds["slow"]
 
 
+def test_where_the_budget_runs_out_the_candidates_left_untimed_are_the_slowest_seen(monkeypatch):
+    # "fast" paces the slice from one row to the whole batch (past "slow", 20 ms whatever the
+    # size); there "mid" takes most of what is left. "other" (a fixed 0.5 ms, then half fast's time
+    # a pixel) had been second on the last size they all ran: it runs before mid and slow, and is
+    # timed, where in the candidates' own order mid had used up the budget before it
+    monkeypatch.setattr(choice, "TIMING_BUDGET", 0.2)
+    x = torch.zeros(4, 1, 16, 1)
+    ms = {"slow": lambda px: 20.0, "fast": lambda px: 0.1 * px, "mid": lambda px: 3.0 * px,
+          "other": lambda px: 0.5 + 0.05 * px}
+
+    def run(name, t):
+        time.sleep(ms[name](t.shape[0] * t.shape[2]) / 1e3)
+
+    seconds, sample = choice._time(["slow", "fast", "mid", "other"], run, (x,), (1,))
+    assert (sample["images"], sample["rows"]) == (4, 16)
+    assert "other" in seconds and min(seconds, key=seconds.__getitem__) == "other", seconds
+
+
 def test_one_slow_sample_drops_no_candidate(monkeypatch):
     # the host busy for a moment: "a" (1 ms a call) takes 8 ms once, in the first timed round; the
     # rounds go on and its median is its own, not that one sample (which dropped it, 4x "b")

@@ -1161,5 +1161,5 @@ def test_a_seen_inference_call_runs_the_forward_worked_out_for_it(
             b = None if b0 is None else b0.clone()
             y = conv1x1(x, w, b, stride=stride, groups=groups, activation=activation)
             assert torch.equal(y, first) and y.stride() == first.stride() and _is_layout(y, layout)
-    want = _expected(x0.double(), w0.double(), None if b0 is None else b0.double(), stride, groups, activation)
+    want = _expected(x0, w0, b0, stride, groups, activation)  # in float64
     torch.testing.assert_close(first.double(), want, atol=2e-4, rtol=1e-4)

@@ -355,9 +355,10 @@ def _time(
     The first candidate runs on one row of one image, then on twice as much, until a call would
     not leave room in what is left of the budget for a warm-up and three rounds of every
     candidate; there the others run once too, and if one of them is fast enough to double the
-    slice again it paces the growth on. The candidates are timed on the last size reached (a 1x1
-    convolution works pixel by pixel, so a slice is a smaller copy of the same product). From the
-    third round on, a candidate whose median so far is more than twice the best is dropped.
+    slice again it paces the growth on (the others' next first calls in the order of their last
+    ones). The candidates are timed on the last size reached (a 1x1 convolution works pixel by
+    pixel, so a slice is a smaller copy of the same product). From the third round on, a candidate
+    whose median so far is more than twice the best is dropped.
     """
     start = time.perf_counter()
     first = next((i for i, (a, s) in enumerate(zip(args, steps, strict=True)) if s and isinstance(a, Tensor)),
@@ -374,6 +375,7 @@ def _time(
         sizes = _sizes(n, rows)
     live = list(names)
     pacer, i = names[0], 0
+    before: dict[str, float] = {}  # each candidate's first call at the last size they all ran
     while True:
         m, r = sizes[i]
         sub = _sliced(args, steps, m, r)
@@ -385,8 +387,9 @@ def _time(
             i += 1
             continue
         # first calls of the others at this size: thread pools start, pages fault in, oneDNN builds
-        # its kernel
-        for name in [n for n in live if n != pacer]:
+        # its kernel. The fastest of their first calls at the last size go first: where the budget
+        # runs out before all have run, those left untimed are the slowest seen
+        for name in sorted((n for n in live if n != pacer), key=lambda n: before.get(n, 0.0)):
             if time.perf_counter() - start > TIMING_BUDGET:
                 live.remove(name)  # cannot be timed in the budget: the others took it all
                 continue
@@ -394,6 +397,7 @@ def _time(
             run(name, *sub)
             took[name] = time.perf_counter() - t0
         fastest = min(took, key=took.__getitem__)
+        before = took
         if not grow or fastest == pacer or took[fastest] * grow > room():
             break
         # a faster candidate paces the slice on: one that is slow on a sliver (MKL took 2 ms on one
