@@ -133,11 +133,11 @@ def _step(n=2, c=24, k=12, hw=10, cl=False, dtype=torch.float32):
 
 
 def _entries(folder: Path) -> dict:
-    files = list((folder / "onebyone").glob("choices-*.json"))
+    files = list((folder / "onebyone").glob("choices-*.jsonl"))
     assert len(files) == 1, files
-    doc = json.loads(files[0].read_text())
-    assert doc["machine"] == cache.machine_identity()
-    return doc["choices"]
+    machine, entries = cache.read_file(files[0])
+    assert machine == cache.machine_identity()
+    return entries
 
 
 def test_a_new_key_is_timed_once_kept_on_disk_and_read_back(fresh_cache, monkeypatch):
@@ -279,7 +279,7 @@ def test_the_fixed_and_forced_policies_never_time(fresh_cache, monkeypatch):
     for policy in ("fixed", "torch", "onednn", "native"):
         ops.set_backend(policy)
         _step(cl=policy == "onednn")
-    assert not list(fresh_cache.glob("onebyone/choices-*.json"))
+    assert not list(fresh_cache.glob("onebyone/choices-*.jsonl"))
 
 
 def test_pin_read_and_clear(fresh_cache, monkeypatch):
@@ -325,13 +325,56 @@ def _one_warning(record) -> str:
 def test_a_corrupt_cache_is_ignored_with_one_warning_and_replaced(fresh_cache):
     path = Path(ops.choices_path())
     path.parent.mkdir(parents=True)
-    path.write_text('{"format": 1, "choices": {"forward|nchw": ')  # cut off mid-write by something else
+    path.write_text('{"format": 2, "machine": {"cpu": ')  # cut off mid-write by something else
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         _step()
         _step(c=8, k=8, hw=6)
     assert "not a valid choices file" in _one_warning(record)
     assert _entries(fresh_cache)  # rewritten whole, with this process's choices
+
+
+def test_an_edited_entry_voids_the_whole_file_with_one_warning(fresh_cache):
+    """The header's digest covers every entry line: a line changed by hand (here the choice of a
+    timed key) is not trusted, nor are the lines beside it."""
+    _step()
+    path = Path(ops.choices_path())
+    data = path.read_bytes()
+    head, _, body = data.partition(b"\n")
+    lines = body.splitlines(keepends=True)
+    key, _, raw = lines[0].partition(b"\t")
+    entry = json.loads(raw)
+    entry["choice"] = "planted"
+    lines[0] = key + b"\t" + json.dumps(entry).encode() + b"\n"
+    path.write_bytes(head + b"\n" + b"".join(lines))
+    ops.clear_choices()
+    cache.CACHE.warned = False
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _step()
+    assert "not a valid choices file" in _one_warning(record)
+    assert "planted" not in ops.chosen_backends().values()
+    assert all(e["choice"] != "planted" for e in _entries(fresh_cache).values())  # rewritten
+
+
+def test_a_warm_process_decodes_only_the_entries_it_asks_for(fresh_cache):
+    _step()
+    timed = _entries(fresh_cache)
+    ops.clear_choices()  # as a new process
+    _step()
+    loaded = cache.CACHE.load()
+    asked = [k for k, v in loaded.items() if isinstance(v, dict)]
+    assert asked and set(asked) <= set(timed)
+    # a file of many other keys: they stay undecoded lines
+    machine, entries = cache.read_file(Path(ops.choices_path()))
+    some = next(iter(entries.values()))
+    others = {f"forward|nchw|{10**6 + i}|3|5|5|4|1|1|1|float32|1": some for i in range(500)}
+    Path(ops.choices_path()).write_bytes(cache.encode_file(machine, {**entries, **others}))
+    ops.clear_choices()
+    _step()
+    loaded = cache.CACHE.load()
+    assert len(loaded) >= 500 and all(isinstance(loaded[k], bytes) for k in others)
+    assert cache.CACHE.get(next(iter(others))) == some  # and decode when asked
 
 
 def test_a_foreign_cache_is_never_trusted(fresh_cache):
@@ -341,7 +384,7 @@ def test_a_foreign_cache_is_never_trusted(fresh_cache):
     path.parent.mkdir(parents=True)
     other = dict(cache.machine_identity(), cpu="Some Other CPU", stepping="99")
     planted = {cache.key_text(key): {"choice": "torch", "images": 2, "rows": 10, "seconds": {"planted": 1.0}}}
-    path.write_text(json.dumps({"format": 1, "machine": other, "choices": planted}))
+    path.write_bytes(cache.encode_file(other, planted))
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         _step()
@@ -440,7 +483,7 @@ def test_tune_prints_its_table_and_a_second_run_reads_the_cache(fresh_cache):
     assert "layer" in first.stdout and "runner-up" in first.stdout and "measured" in first.stdout
     entries = _entries(fresh_cache)
     assert entries and all(k.endswith("|1") for k in entries)  # the thread count asked for
-    path = next((fresh_cache / "onebyone").glob("choices-*.json"))
+    path = next((fresh_cache / "onebyone").glob("choices-*.jsonl"))
     written = path.read_bytes()
     second = _tune(fresh_cache, *args, "--json")
     assert second.returncode == 0, second.stderr

@@ -4,7 +4,6 @@ never timed under a fixed policy."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -91,9 +90,9 @@ def _steps_decided():
 
 
 def _entries(folder: Path) -> dict:
-    files = list((folder / "onebyone").glob("choices-*.json"))
+    files = list((folder / "onebyone").glob("choices-*.jsonl"))
     assert len(files) == 1, files
-    return json.loads(files[0].read_text())["choices"]
+    return cache.read_file(files[0])[1]
 
 
 @pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
@@ -158,4 +157,4 @@ def test_the_fixed_policy_keeps_training_on_the_op(fresh_cache, monkeypatch):
     ops.set_backend("fixed")
     _, _, y = _train(4, cl=True)
     assert _on_op(y)
-    assert not list(fresh_cache.glob("onebyone/choices-*.json"))
+    assert not list(fresh_cache.glob("onebyone/choices-*.jsonl"))

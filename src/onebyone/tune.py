@@ -110,7 +110,7 @@ def tune(
     seen: list[tuple[str, tuple[int, ...], Conv1x1, bool]] = []
     hooks = [m.register_forward_pre_hook(
         lambda m, a: seen.append((layers[m], tuple(a[0].shape), m, _is_channels_last(a[0])))) for m in layers]
-    before = {k: v for k, v in CACHE.load().items()}
+    before = CACHE.keys()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(batch, *input_size, dtype=dtype).contiguous(memory_format=fmt)
     threads_before = torch.get_num_threads()
@@ -144,7 +144,7 @@ def tune(
 
 
 def _report(model: str, batch: int, input_size: tuple[int, int, int], dtype: torch.dtype, channels_last: bool,
-            train: bool, seen: list[tuple[str, tuple[int, ...], Conv1x1, bool]], before: dict[str, Any]
+            train: bool, seen: list[tuple[str, tuple[int, ...], Conv1x1, bool]], before: set[str]
             ) -> TuneReport:
     """The rows of every pass the run saw (call while the thread count of the run holds: it is part
     of every key)."""

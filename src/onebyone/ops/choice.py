@@ -184,7 +184,7 @@ def untimed(key: Key) -> str | None:
         return _pins[text]
     if _policy != "auto":
         return _policy
-    entry = CACHE.load().get(text)
+    entry = CACHE.get(text)
     return None if entry is None else str(entry["choice"])
 
 
@@ -221,7 +221,7 @@ def decide(
         return pinned
     if _policy != "auto":
         return _untimed(names)
-    entry = CACHE.load().get(text)
+    entry = CACHE.get(text)
     if entry is not None and entry["choice"] in names:
         _timings[key] = dict(entry.get("calls") or entry.get("seconds") or {})
         listed = entry.get("contenders")
