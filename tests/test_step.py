@@ -32,13 +32,16 @@ def _reference(x, w, b, activation):
     return y, (xd, wd, bd)
 
 
-@pytest.mark.parametrize("name", ["aten", "conv2d"])
+@pytest.mark.parametrize("name", ["aten", "thnn", "conv2d"])
 @pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6"])
 @pytest.mark.parametrize("bias", [False, True])
 def test_every_step_candidate_gives_the_convolution_and_its_gradients(name, n, cl, activation, bias):
     x, w, b = _leaves(n, 6, 5, 4, cl, bias)
+    if name == "aten" and n > 1 and not cl:  # an NCHW batch: no candidate (its copies)
+        assert name not in step.step_candidates(x, w, (1, 1), 1, cl)
+        return
     want, ref = _reference(x, w, b, activation)
     got = step.aten_step(name, x, w, b, (1, 1), 1, activation, cl)
     assert got.shape == want.shape
@@ -55,7 +58,9 @@ def test_every_step_candidate_gives_the_convolution_and_its_gradients(name, n, c
 def test_the_candidates_are_those_that_keep_the_memory_budget():
     x = torch.randn(2, 8, 16, 16)
     w = torch.randn(4, 8)
-    assert step.step_candidates(x, w, (1, 1), 1, False) == ["op", "aten"]  # F.conv2d copies NCHW input
+    # F.conv2d copies an NCHW input, torch.matmul an NCHW batch
+    assert step.step_candidates(x, w, (1, 1), 1, False) == ["op", "thnn"]
+    assert step.step_candidates(x[:1], w, (1, 1), 1, False) == ["op", "aten", "thnn"]
     assert step.step_candidates(x, w, (2, 2), 1, False) == ["op"]  # a strided view is a copy
     assert step.step_candidates(x, torch.randn(4, 4), (1, 1), 2, False) == ["op"]
     cl = x.contiguous(memory_format=torch.channels_last)
@@ -158,3 +163,57 @@ def test_the_fixed_policy_keeps_training_on_the_op(fresh_cache, monkeypatch):
     _, _, y = _train(4, cl=True)
     assert _on_op(y)
     assert not list(fresh_cache.glob("onebyone/choices-*.jsonl"))
+
+
+_STEP_MEMORY = """
+import json, sys, torch
+from onebyone.ops import step
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+n, c, hw, k, cl, name, act = json.loads(sys.argv[1])
+fmt = torch.channels_last if cl else torch.contiguous_format
+x = torch.randn(n, c, hw, hw).contiguous(memory_format=fmt).requires_grad_()
+w, b = torch.randn(k, c, 1, 1).requires_grad_(), torch.randn(k).requires_grad_()
+g = torch.randn(n, k, hw, hw).contiguous(memory_format=fmt)
+forward = backward = float("inf")
+for i in range(4):  # the first a warm-up
+    x.grad = w.grad = b.grad = None
+    base = status("VmRSS")
+    open("/proc/self/clear_refs", "w").write("5")
+    y = step.aten_step(name, x, w, b, (1, 1), 1, act, cl)
+    fwd = status("VmHWM") - base - y.numel() * 4
+    base = status("VmRSS")
+    open("/proc/self/clear_refs", "w").write("5")
+    y.backward(g)
+    bwd = status("VmHWM") - base - sum(t.grad.numel() * 4 for t in (x, w, b))
+    if i:
+        forward, backward = min(forward, fwd), min(backward, bwd)
+    del y
+print(json.dumps([forward, backward]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resident-set counters")
+@pytest.mark.parametrize(("name", "n", "cl"), [("thnn", 32, False), ("thnn", 32, True), ("aten", 1, False),
+                                               ("aten", 32, True)])
+def test_the_steps_on_pytorchs_ops_keep_the_memory_budget(name, n, cl):
+    """A step candidate's forward adds at most a tenth of the input beyond its output (what
+    F.conv2d's NCHW forward does not: it copies the whole input; nor torch.matmul on an NCHW batch,
+    twice the input), and its backward at most a tenth of the input and the upstream gradient
+    beyond the gradients (thnn's scratch: 2.5% of them at batch 32)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    c, hw, k = 256, 28, 256
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * 1024), MALLOC_TRIM_THRESHOLD_=str(64 * 1024),
+               MALLOC_TOP_PAD_="0")  # freed blocks leave the resident set
+    proc = subprocess.run([sys.executable, "-c", _STEP_MEMORY, json.dumps([n, c, hw, k, cl, name, None])],
+                          env=env, capture_output=True, text=True, check=True, timeout=300)
+    forward, backward = json.loads(proc.stdout)
+    x_bytes = n * c * hw * hw * 4
+    assert forward <= 0.1 * x_bytes, forward / x_bytes
+    assert backward <= 0.1 * (x_bytes + n * k * hw * hw * 4), backward / x_bytes

@@ -146,7 +146,7 @@ def pin_choices(choices: Mapping[Any, str]) -> None:
     """Use these choices (key -> library, as :func:`chosen_backends` gives them, or their text
     form 'forward|nchw|...') without timing; a pin whose library does not apply is ignored."""
     names = set(BACKENDS[2:]) | {"native_turned", "native_flat", "amx_turned", "torch_images", "widened",
-                                   "joined", "passes", "op", "aten", "conv2d"}
+                                   "joined", "passes", "op", "aten", "thnn", "conv2d"}
     for key, name in choices.items():
         if name not in names:
             raise ValueError(f"pin {key!r}: library must be one of {sorted(names)}, got {name!r}")

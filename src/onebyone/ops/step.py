@@ -9,8 +9,15 @@ whole step is timed on each candidate, forward and backward, and the faster kept
 every other choice. The candidates:
 
 - ``"op"``: conv1x1's autograd function on the passes chosen for it;
-- ``"aten"``: the same product as ``torch.addmm`` / ``torch.matmul`` on the NCHW view, or
-  ``F.linear`` on the channels_last one (stride 1, one group: a view, no copy);
+- ``"aten"``: the same product as ``torch.mm`` / ``torch.addmm`` on a single NCHW image's view,
+  or ``F.linear`` on the channels_last one (stride 1, one group: a view, no copy; on an NCHW batch
+  ``torch.matmul`` turns it around with copies of the input and of the output, twice the input
+  beyond the op's memory budget, measured by tests/test_step.py, so it is no candidate there);
+- ``"thnn"``: PyTorch's own GEMM convolution (``torch._C._nn.thnn_conv2d``, aten's
+  ``_slow_conv2d_forward``; stride 1, one group: a 1x1 kernel there reads the input where it
+  lies, with no column copy, and its backward is one node that also sums the bias gradient; that
+  backward's own scratch, measured, is 2.5% of the input and upstream gradient at batch 32, up to
+  a third of them at batch 1, a few hundred KiB);
 - ``"conv2d"``: ``F.conv2d``, where oneDNN's convolution is a candidate of the passes (its
   NCHW path copies the whole input, beyond the op's memory budget).
 
@@ -54,7 +61,7 @@ def step_candidates(x: Tensor, w: Tensor, stride: tuple[int, int], groups: int, 
                     ) -> list[str]:
     names = ["op"]
     if x.is_cpu and stride == (1, 1) and groups == 1:
-        names.append("aten")
+        names += ["aten"] * (channels_last or x.shape[0] == 1) + ["thnn"]
     if _onednn_ok(x, w, channels_last):
         names.append("conv2d")
     return names
@@ -70,11 +77,13 @@ def aten_step(
     activation: str | None,
     channels_last: bool,
 ) -> Tensor:
-    """The call on PyTorch's differentiable ops (``name`` "aten" or "conv2d"): autograd records
-    their own nodes."""
+    """The call on PyTorch's differentiable ops (``name`` "aten", "thnn" or "conv2d"): autograd
+    records their own nodes."""
     k = weight.shape[0]
-    if name == "conv2d":
+    if name in ("conv2d", "thnn"):
         w4 = weight if weight.dim() == 4 else weight.view(k, -1, 1, 1)
+        if name == "thnn":  # stride 1, one group (step_candidates)
+            return _activated(torch._C._nn.thnn_conv2d(x, w4, [1, 1], bias, [1, 1], [0, 0]), activation)
         return _activated(F.conv2d(x, w4, bias, stride, 0, 1, groups), activation)
     # the activation in place on the product itself, before the view to N x K x H x W: in place on
     # a view, autograd would rebase the view's history on every call
@@ -82,13 +91,8 @@ def aten_step(
     w2 = weight.view(k, c)
     if channels_last:  # N x H x W x C, the memory as it lies
         return _activated(F.linear(x.permute(0, 2, 3, 1), w2, bias), activation).permute(0, 3, 1, 2)
-    if n == 1:
-        xm = x.view(c, h * wd)
-        y = torch.mm(w2, xm) if bias is None else torch.addmm(bias.view(k, 1), w2, xm)
-    else:
-        y = torch.matmul(w2, x.view(n, c, h * wd))
-        if bias is not None:  # in place: matmul's backward needs its inputs, not its output
-            y.add_(bias.view(k, 1))
+    xm = x.view(c, h * wd)  # a single image (step_candidates)
+    y = torch.mm(w2, xm) if bias is None else torch.addmm(bias.view(k, 1), w2, xm)
     return _activated(y, activation).view(n, k, h, wd)
 
 
