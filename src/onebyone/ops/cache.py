@@ -239,7 +239,7 @@ class ChoiceCache:
         """Keep a new choice (the seconds each candidate took, and the images and output rows they
         took it on): in memory at once, and merged into the file."""
         entry: Entry = {"choice": choice, "images": sample["images"], "rows": sample["rows"],
-                                 "seconds": _rounded(seconds)}
+                        "seconds": _rounded(seconds)}
         if sample.get("contenders"):  # on trial: tried on whole calls by whichever process runs next
             entry["contenders"] = list(sample["contenders"])
         if sample.get("calls"):  # the trial's result: the median seconds of a whole call

@@ -157,29 +157,29 @@ def _native_forward_runner(
     calls: list[tuple[str, int, int, int, int, tuple[int, ...], tuple[int, ...],
                       tuple[int, ...], tuple[int, ...]]] = []
     for g in range(groups):
-        wo_, bo = g * kg * cg * size, g * kg * size
+        w_at, b_at = g * kg * cg * size, g * kg * size
         if turned:  # NCHW images as y^T = x^T W^T: the channels_last kernel, channels h*wd apart
             if stride == (1, 1):  # an image is one row of p pixels, 1 apart; images c*p and k*p apart
                 images = (p, 1, 1, 0, c * p, h * wd, p, k * p)
             else:  # ho rows of wo kept pixels, stride[1] apart, the rows stride[0] * wd apart
                 images = (wo, ho, stride[1], stride[0] * wd, c * h * wd, h * wd, p, k * p)
-            calls.append(("forward_cl", g * cg * h * wd * size, g * kg * p * size, wo_, bo,
+            calls.append(("forward_cl", g * cg * h * wd * size, g * kg * p * size, w_at, b_at,
                           (1,), (1,), (1, cg), (n * p, cg, kg, act, threads, budget, *images)))
         elif channels_last or rows_of_channels:  # X_g (kept pixels x C/G) @ W_g^T: W_g^T[i, j] = w[g*kg+j, i]
             # rows of wo kept pixels, stride[1] * c floats apart; ho rows per image
             rows = () if flat else (wo, ho, stride[1] * c, stride[0] * wd * c, h * wd * c)
-            calls.append(("forward_cl", g * cg * size, g * kg * size, wo_, bo,
+            calls.append(("forward_cl", g * cg * size, g * kg * size, w_at, b_at,
                           (c,), (k,), (1, cg), (n * p, cg, kg, act, threads, budget, *rows)))
         else:  # per image W_g (K/G x C/G) @ X[n, g] (C/G x pixels)
-            calls.append(("forward", g * cg * p * size, g * kg * p * size, wo_, bo,
+            calls.append(("forward", g * cg * p * size, g * kg * p * size, w_at, b_at,
                           (c * p, p), (k * p, p), (cg, 1), (n, cg, kg, p, act, threads)))
 
     def run(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
         y = alloc()
         xp, yp, wp, bp = x.data_ptr(), y.data_ptr(), w.data_ptr(), 0 if bias is None else bias.data_ptr()
-        for kernel, xo, yo, wo_, bo, after_x, after_y, after_w, rest in calls:
-            getattr(_native, kernel)(xp + xo, *after_x, yp + yo, *after_y, wp + wo_, *after_w, bp and bp + bo,
-                                     *rest)
+        for kernel, x_at, y_at, w_at, b_at, after_x, after_y, after_w, rest in calls:
+            getattr(_native, kernel)(xp + x_at, *after_x, yp + y_at, *after_y, wp + w_at, *after_w,
+                                     bp and bp + b_at, *rest)
         return y
 
     return run

@@ -197,13 +197,8 @@ def _allocator(shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool) 
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes >= MIN_BYTES:
         return functools.partial(_pool.empty, shape, dtype, channels_last)
-    return functools.partial(torch.empty_strided, shape, _strides(shape, channels_last), dtype=dtype)
-
-
-@functools.lru_cache(maxsize=1024)
-def _strides(shape: tuple[int, ...], channels_last: bool) -> tuple[int, ...]:
-    """The strides torch.empty gives a tensor of this shape in this layout."""
-    return torch.empty(shape, device="meta", memory_format=_format(channels_last)).stride()
+    strides = torch.empty(shape, device="meta", memory_format=_format(channels_last)).stride()
+    return functools.partial(torch.empty_strided, shape, strides, dtype=dtype)
 
 
 def _new_output(shape: tuple[int, ...], like: Tensor, channels_last: bool) -> Tensor:
