@@ -83,7 +83,8 @@ def aten_step(
     if name in ("conv2d", "thnn"):
         w4 = weight if weight.dim() == 4 else weight.view(k, -1, 1, 1)
         if name == "thnn":  # stride 1, one group (step_candidates)
-            return _activated(torch._C._nn.thnn_conv2d(x, w4, [1, 1], bias, [1, 1], [0, 0]), activation)
+            thnn = torch._C._nn.thnn_conv2d  # type: ignore[attr-defined]  # not in the stubs
+            return _activated(thnn(x, w4, [1, 1], bias, [1, 1], [0, 0]), activation)
         return _activated(F.conv2d(x, w4, bias, stride, 0, 1, groups), activation)
     # the activation in place on the product itself, before the view to N x K x H x W: in place on
     # a view, autograd would rebase the view's history on every call
