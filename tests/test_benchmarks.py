@@ -33,7 +33,7 @@ def test_conv1x1_benchmark_runs_on_one_shape(tmp_path):
     names = ("torch", "torch_images", "native", "native_turned", "native_flat", "onednn", "numpy")
     for row in report["results"]:
         if row["conv1x1_on"].startswith("step on "):
-            assert row["mode"] != "forward" and row["conv1x1_on"][8:] in ("aten", "conv2d")
+            assert row["mode"] != "forward" and row["conv1x1_on"][8:] in ("aten", "thnn", "conv2d")
             continue
         ran_on = row["conv1x1_on"].replace(" (both)", "").split(" / ")
         assert len(ran_on) == (1 if row["mode"] == "forward" else 3) or row["conv1x1_on"].endswith("(both)")
